@@ -1,0 +1,227 @@
+"""Tracker clients: HTTP (BEP 3/23, via aiohttp) and UDP (BEP 15, via asyncio-dgram).
+
+One `Announcer` per torrent walks the `announce-list` tiers as BEP 12 says: trackers in a
+tier are shuffled once, tried in order, and one that answers moves to the front. It
+re-announces at the interval the tracker asks for, sooner when the torrent is short
+of peers (never before `min interval`), and sends `completed` and `stopped`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import socket
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+import aiohttp
+import asyncio_dgram
+from yarl import URL
+
+from common import tracker_proto as tp
+from common.tracker_proto import AnnounceRequest, AnnounceResponse
+
+if TYPE_CHECKING:  # pragma: no cover
+    from peer.torrent import Torrent
+
+log = logging.getLogger("swarm.peer")
+
+
+class AnnounceError(Exception):
+    """This tracker did not give us peers this time (unreachable, failure reason, garbage)."""
+
+
+class Announcer:
+    def __init__(self, tiers, *, peer_id: bytes, port: int, numwant: int = 50,
+                 http_timeout: float = 10.0, udp_timeouts: tuple[float, ...] = (2.0, 4.0, 8.0),
+                 rng: random.Random | None = None) -> None:
+        self.rng = rng or random.Random()
+        self.tiers = [self.rng.sample(list(t), len(t)) for t in tiers if t]
+        self.peer_id = peer_id
+        self.port = port
+        self.numwant = numwant
+        self.http_timeout = http_timeout
+        self.udp_timeouts = udp_timeouts
+        self.key = self.rng.getrandbits(32)
+        self.started = False
+        self.last_error: str | None = None
+        self.min_interval = 5.0
+        self._event: str = "started"
+        self._wake = asyncio.Event()
+        self._udp_ids: dict[tuple, tuple[int, float]] = {}  # (host, port) -> (connection id, when)
+        self._session: aiohttp.ClientSession | None = None
+
+    # -- the loop the torrent runs -----------------------------------------------------
+    async def run(self, torrent: "Torrent") -> None:
+        failures = 0
+        loop = asyncio.get_running_loop()
+        while True:
+            event = self._event
+            try:
+                resp = await self.announce(torrent, event)
+            except AnnounceError as exc:
+                failures += 1
+                self.last_error = str(exc)
+                log.info("announce failed: %s", exc)
+                wait = min(60.0, 2.0 * 2 ** min(failures, 5))
+            else:
+                failures = 0
+                self.last_error = None
+                self.started = True
+                if self._event == event:
+                    self._event = ""
+                self.min_interval = float(resp.min_interval or min(resp.interval, 30))
+                torrent.add_peers(((p.ip, p.port) for p in resp.peers), "tracker")
+                wait = float(max(resp.interval, 1))
+            deadline = loop.time() + wait
+            earliest = loop.time() + min(self.min_interval, wait)
+            while True:
+                self._wake.clear()
+                now = loop.time()
+                if now >= deadline:
+                    break
+                if self._event and self._event != event:
+                    break  # `completed` goes out at once
+                if now >= earliest and failures == 0 and torrent.wants_peers() and len(torrent.connections) < 5:
+                    break  # short of peers: ask again, as early as the tracker allows
+                try:
+                    await asyncio.wait_for(self._wake.wait(), timeout=min(deadline - now, max(earliest - now, 1.0)))
+                except asyncio.TimeoutError:
+                    pass
+
+    def completed(self, torrent: "Torrent") -> None:
+        if self.started or self._event == "":
+            self._event = "completed"
+        # never started: `started` goes out first; the tracker then sees left=0
+        self._wake.set()
+
+    async def stop(self, torrent: "Torrent") -> None:
+        try:
+            if self.started:
+                await asyncio.wait_for(self.announce(torrent, "stopped"), timeout=3)
+        except (AnnounceError, asyncio.TimeoutError):
+            pass
+        finally:
+            if self._session is not None:
+                await self._session.close()
+
+    # -- one announce, walking the tiers ---------------------------------------------------
+    async def announce(self, torrent: "Torrent", event: str) -> AnnounceResponse:
+        req = AnnounceRequest(
+            info_hash=torrent.info_hash, peer_id=self.peer_id, port=self.port,
+            uploaded=torrent.uploaded, downloaded=torrent.downloaded, left=torrent.left,
+            event=event, numwant=self.numwant if event != "stopped" else 0, key=self.key)
+        errors = []
+        for tier in self.tiers:
+            for i, url in enumerate(tier):
+                try:
+                    resp = await self.announce_to(url, req)
+                except AnnounceError as exc:
+                    errors.append(f"{url}: {exc}")
+                    continue
+                tier.insert(0, tier.pop(i))
+                return resp
+        raise AnnounceError("; ".join(errors) or "no trackers")
+
+    async def announce_to(self, url: str, req: AnnounceRequest) -> AnnounceResponse:
+        scheme = urlsplit(url).scheme
+        if scheme in ("http", "https"):
+            return await self._http(url, req)
+        if scheme == "udp":
+            return await self._udp(url, req)
+        raise AnnounceError(f"unsupported tracker scheme {scheme!r}")
+
+    async def _http(self, url: str, req: AnnounceRequest) -> AnnounceResponse:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self.http_timeout),
+                headers={"User-Agent": "swarm/0.1"})
+        full = tp.build_announce_url(url, req)
+        try:
+            async with self._session.get(URL(full, encoded=True)) as resp:
+                body = await resp.content.read(4 * 1024 * 1024)
+                if resp.status != 200:
+                    raise AnnounceError(f"HTTP {resp.status}")
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            raise AnnounceError(str(exc) or type(exc).__name__) from None
+        try:
+            return tp.decode_announce_response(body)
+        except tp.TrackerFailure as exc:
+            raise AnnounceError(f"tracker said: {exc.reason}") from None
+        except (tp.TrackerProtocolError, ValueError) as exc:
+            raise AnnounceError(f"bad response: {exc}") from None
+
+    async def _udp(self, url: str, req: AnnounceRequest) -> AnnounceResponse:
+        parts = urlsplit(url)
+        if not parts.hostname or not parts.port:
+            raise AnnounceError("udp tracker URL needs a host and a port")
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(
+                parts.hostname, parts.port, type=socket.SOCK_DGRAM)
+        except OSError as exc:
+            raise AnnounceError(f"cannot resolve {parts.hostname}: {exc}") from None
+        family, _, _, _, sockaddr = infos[0]
+        ipv6 = family == socket.AF_INET6
+        target = (sockaddr[0], sockaddr[1])
+        try:
+            stream = await asyncio_dgram.connect(target)
+        except OSError as exc:
+            raise AnnounceError(str(exc)) from None
+        try:
+            conn_id = await self._udp_connection_id(stream, target)
+            tid = self.rng.getrandbits(32)
+            packet = tp.encode_udp(tp.UdpAnnounceRequest(
+                connection_id=conn_id, transaction_id=tid, info_hash=req.info_hash,
+                peer_id=req.peer_id, downloaded=req.downloaded, left=req.left,
+                uploaded=req.uploaded, event=tp.UDP_EVENTS[req.event], ip=0, key=req.key or 0,
+                num_want=req.numwant if req.numwant is not None else -1, port=req.port))
+            reply = await self._udp_exchange(stream, packet, tid, ipv6)
+            if isinstance(reply, tp.UdpError):
+                self._udp_ids.pop(target, None)
+                raise AnnounceError(f"tracker said: {reply.message}")
+            if not isinstance(reply, tp.UdpAnnounceResponse):
+                raise AnnounceError("unexpected UDP reply")
+            return AnnounceResponse(interval=reply.interval, peers=reply.peers,
+                                    complete=reply.seeders, incomplete=reply.leechers)
+        finally:
+            stream.close()
+
+    async def _udp_connection_id(self, stream, target) -> int:
+        loop = asyncio.get_running_loop()
+        cached = self._udp_ids.get(target)
+        if cached and loop.time() - cached[1] < 60:
+            return cached[0]
+        tid = self.rng.getrandbits(32)
+        reply = await self._udp_exchange(stream, tp.encode_udp(tp.UdpConnectRequest(tid)), tid, False)
+        if isinstance(reply, tp.UdpError):
+            raise AnnounceError(f"tracker said: {reply.message}")
+        if not isinstance(reply, tp.UdpConnectResponse):
+            raise AnnounceError("unexpected UDP reply to connect")
+        self._udp_ids[target] = (reply.connection_id, loop.time())
+        return reply.connection_id
+
+    async def _udp_exchange(self, stream, packet: bytes, tid: int, ipv6: bool):
+        """Send, wait, resend with growing timeouts (BEP 15), matching the transaction id."""
+        loop = asyncio.get_running_loop()
+        for timeout in self.udp_timeouts:
+            try:
+                await stream.send(packet)
+            except OSError as exc:
+                raise AnnounceError(str(exc)) from None
+            deadline = loop.time() + timeout
+            while (left := deadline - loop.time()) > 0:
+                try:
+                    data, _ = await asyncio.wait_for(stream.recv(), timeout=left)
+                except asyncio.TimeoutError:
+                    break
+                except OSError as exc:  # ICMP port unreachable shows up here
+                    raise AnnounceError(str(exc) or "connection refused") from None
+                try:
+                    reply = tp.decode_udp_response(data, ipv6=ipv6)
+                except tp.TrackerProtocolError:
+                    continue
+                if reply.transaction_id == tid:
+                    return reply
+        raise AnnounceError("no answer from UDP tracker")
+

@@ -1,0 +1,252 @@
+"""`swarm-peer`: create torrents, download them, seed them.
+
+Known errors (bad .torrent, unwritable folder, full disk, port in use) print one line,
+`swarm-peer: error: ...`, and exit with status 2. Anything else is a bug: it is logged
+with its traceback and exits with status 1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import signal
+import sys
+from pathlib import Path
+
+import click
+
+from common.metainfo import Metainfo, MetainfoError, create_metainfo, load_metainfo, parse_metainfo
+from common.rates import format_bytes, parse_rate
+from peer.client import Client, ClientConfig, ClientError
+from peer.progress import ProgressReporter
+from peer.storage import StorageError
+from peer.torrent import Torrent, TorrentError
+
+log = logging.getLogger("swarm.peer")
+
+KNOWN_ERRORS = (MetainfoError, StorageError, ClientError, TorrentError, OSError)
+
+
+class UserError(Exception):
+    """One line for the user; exit status 2."""
+
+
+def fail(message: str) -> "NoReturn":  # type: ignore[name-defined]  # noqa: F821
+    click.echo(f"swarm-peer: error: {message}", err=True)
+    sys.exit(2)
+
+
+class RateType(click.ParamType):
+    name = "RATE"
+
+    def convert(self, value, param, ctx):
+        if value is None or isinstance(value, (int, float)):
+            return value
+        try:
+            return parse_rate(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+RATE = RateType()
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+def main(verbose: int) -> None:
+    """swarm: a small BitTorrent peer."""
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+@main.command()
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--tracker", "-t", "trackers", multiple=True, help="Announce URL (repeat for more tiers).")
+@click.option("--piece-length", type=int, default=None, help="Bytes per piece (power of two); default by size.")
+@click.option("--web-seed", "web_seeds", multiple=True, help="HTTP URL of the same data (BEP 19 url-list).")
+@click.option("--comment", default=None)
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
+              help="Where to write the .torrent (default: NAME.torrent here).")
+def create(path: Path, trackers, piece_length, web_seeds, comment, output) -> None:
+    """Make a .torrent for a file or a folder."""
+    if not path.exists():
+        fail(f"{path}: no such file or folder")
+    if piece_length is not None and (piece_length < 16384 or piece_length & (piece_length - 1)):
+        fail("--piece-length must be a power of two of at least 16384")
+    try:
+        data = create_metainfo(path, list(trackers), piece_length=piece_length,
+                               web_seeds=list(web_seeds), comment=comment)
+        meta = parse_metainfo(data)
+    except (MetainfoError, OSError) as exc:
+        fail(str(exc))
+    out = output or Path(f"{meta.name}.torrent")
+    try:
+        out.write_bytes(data)
+    except OSError as exc:
+        fail(f"cannot write {out}: {exc.strerror}")
+    click.echo(f"{out}  {meta.name}  {format_bytes(meta.total_length)}  {meta.num_pieces} pieces"
+               f" of {format_bytes(meta.piece_length)}  info-hash {meta.info_hash.hex()}")
+
+
+def common_peer_options(f):
+    f = click.option("--port", type=int, default=None,
+                     help="Listening port (default 6881 or the next free one; 0 = any).")(f)
+    f = click.option("--host", default=None, help="Listen address (default: all interfaces).")(f)
+    f = click.option("--upload-limit", type=RATE, default=None, help="e.g. 2MiB (per second, whole process).")(f)
+    f = click.option("--download-limit", type=RATE, default=None, help="e.g. 500KiB.")(f)
+    f = click.option("--max-peers", type=int, default=50, show_default=True, help="Connections per torrent.")(f)
+    f = click.option("--no-lsd", is_flag=True, help="No Local Service Discovery (BEP 14).")(f)
+    return f
+
+
+@main.command()
+@click.argument("torrent")
+@click.option("-o", "--output", "outdir", type=click.Path(path_type=Path), default=Path("."),
+              help="Folder to download into (default: here).")
+@click.option("--no-seed", is_flag=True, help="Exit as soon as the download is complete.")
+@click.option("--mode", type=click.Choice(["p2p", "central", "hybrid"]), default="p2p", show_default=True,
+              help="p2p: peers only; central: web seeds only; hybrid: both.")
+@common_peer_options
+def get(torrent: str, outdir: Path, no_seed: bool, mode: str, **opts) -> None:
+    """Download TORRENT (a file or an http:// URL), then keep seeding."""
+    meta = _load(torrent)
+    _run(meta, outdir, seed=not no_seed, mode=mode, **opts)
+
+
+@main.command()
+@click.argument("torrent")
+@click.argument("path", type=click.Path(path_type=Path))
+@common_peer_options
+def seed(torrent: str, path: Path, **opts) -> None:
+    """Verify the data at PATH (file, or folder of a multi-file torrent) and seed it."""
+    meta = _load(torrent)
+    if not path.exists():
+        fail(f"{path}: no such file or folder")
+    if meta.multi_file != path.is_dir():
+        fail(f"{path}: the torrent holds a {'folder' if meta.multi_file else 'single file'}")
+    meta = _renamed(meta, path.name)
+    _run(meta, path.parent, seed=True, mode="p2p", must_exist=True, **opts)
+
+
+def _renamed(meta: Metainfo, name: str) -> Metainfo:
+    """Seed data whose file or folder is named differently from the torrent's name."""
+    if name == meta.name:
+        return meta
+    files = tuple(dataclasses.replace(f, path=(name,) + f.path[1:]) for f in meta.files)
+    return dataclasses.replace(meta, name=name, files=files)
+
+
+def _load(source: str) -> Metainfo:
+    try:
+        if source.startswith(("http://", "https://")):
+            return parse_metainfo(asyncio.run(_fetch(source)))
+        return load_metainfo(source)
+    except MetainfoError as exc:
+        fail(str(exc))
+    except UserError as exc:
+        fail(str(exc))
+
+
+async def _fetch(url: str) -> bytes:
+    import aiohttp
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+            async with session.get(url) as resp:
+                if resp.status != 200:
+                    raise UserError(f"{url}: HTTP {resp.status}")
+                return await resp.content.read(16 * 1024 * 1024)
+    except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        raise UserError(f"{url}: {exc or type(exc).__name__}") from None
+
+
+def _run(meta: Metainfo, root: Path, *, seed: bool, mode: str, must_exist: bool = False, **opts) -> None:
+    config = ClientConfig(host=opts["host"], port=opts["port"], upload_limit=opts["upload_limit"],
+                          download_limit=opts["download_limit"],
+                          max_connections_per_torrent=opts["max_peers"])
+    if opts["no_lsd"]:
+        config.lsd = False
+    try:
+        code = asyncio.run(_session(meta, root, config, seed=seed, mode=mode))
+    except KNOWN_ERRORS as exc:
+        fail(_describe(exc))
+    except KeyboardInterrupt:
+        code = 0
+    sys.exit(code)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.filename + ': ' if exc.filename else ''}{exc.strerror}"
+    return str(exc)
+
+
+async def _session(meta: Metainfo, root: Path, config: ClientConfig, *, seed: bool, mode: str) -> int:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    client = Client(config)
+    await client.start()
+    click.echo(f"swarm-peer: listening on port {client.port}", err=False)
+    sys.stdout.flush()
+    try:
+        torrent = await client.add_torrent(meta, root, mode=mode)
+        target = root / meta.name
+        progress = ProgressReporter()
+        if not torrent.complete.is_set():
+            click.echo(f"{meta.name}: {torrent.status().have}/{meta.num_pieces} pieces on disk, downloading")
+            await _watch(torrent, progress, stop)
+            progress.finish()
+        if torrent.error:
+            click.echo(f"swarm-peer: error: {torrent.error}", err=True)
+            return 2
+        if not torrent.complete.is_set():
+            return 0  # interrupted
+        click.echo(f"complete: {target.resolve()}")
+        sys.stdout.flush()
+        if seed and not stop.is_set():
+            click.echo(f"seeding {meta.name} on port {client.port}; Ctrl-C to stop")
+            sys.stdout.flush()
+            await _wait_any(stop.wait(), torrent.failed.wait())
+            if torrent.error:
+                click.echo(f"swarm-peer: error: {torrent.error}", err=True)
+                return 2
+        return 0
+    finally:
+        await client.close()
+
+
+async def _watch(torrent: Torrent, progress: ProgressReporter, stop: asyncio.Event) -> None:
+    while not (torrent.complete.is_set() or torrent.failed.is_set() or stop.is_set()):
+        progress.update(torrent.status())
+        await _wait_any(torrent.complete.wait(), torrent.failed.wait(), stop.wait(), timeout=1.0)
+    progress.update(torrent.status(), force=True)
+
+
+async def _wait_any(*coros, timeout: float | None = None) -> None:
+    tasks = [asyncio.ensure_future(c) for c in coros]
+    try:
+        await asyncio.wait(tasks, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in tasks:
+            t.cancel()
+
+
+@main.command()
+@click.option("--peers", type=int, default=5, show_default=True, help="Downloading peers.")
+@click.option("--file", "path", type=click.Path(exists=True, path_type=Path), default=None,
+              help="File to share (default: a sample file).")
+@click.option("--workdir", type=click.Path(path_type=Path), default=None, help="Keep the demo files here.")
+def demo(peers: int, path: Path | None, workdir: Path | None) -> None:
+    """A local swarm: tracker, one seed, several peers; checks every copy is identical."""
+    from peer.demo import run_demo
+    try:
+        ok = run_demo(peers=peers, path=path, workdir=workdir)
+    except UserError as exc:
+        fail(str(exc))
+    sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,156 @@
+"""The peer daemon: one listening socket, any number of torrents, shared rate limits.
+
+Incoming connections are not tied to a torrent until their handshake names an
+info-hash we serve; the daemon-wide connection cap is checked before that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import string
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from common.metainfo import Metainfo
+from common.rates import TokenBucket
+from peer.announcer import Announcer
+from peer.connection import PeerConnection, Timeouts
+from peer.storage import Storage
+from peer.torrent import Limits, Torrent
+
+log = logging.getLogger("swarm.peer")
+
+DEFAULT_PORT = 6881
+PEER_ID_PREFIX = b"-SW0100-"  # Azureus-style: client "SW", version 0.1.0.0
+
+
+def make_peer_id(rng: random.Random | None = None) -> bytes:
+    rng = rng or random.SystemRandom()
+    tail = "".join(rng.choice(string.ascii_letters + string.digits) for _ in range(12))
+    return PEER_ID_PREFIX + tail.encode()
+
+
+def lsd_disabled_by_env() -> bool:
+    """Tests set SWARM_NO_LSD=1 so no peer they start ever multicasts on a real network."""
+    return os.environ.get("SWARM_NO_LSD", "") not in ("", "0")
+
+
+@dataclass
+class ClientConfig:
+    host: str | None = None                 # None: every interface (IPv4 and IPv6)
+    port: int | None = None                 # None: 6881 or the next free one; 0: any
+    max_connections_per_torrent: int = 50
+    max_connections: int = 200              # whole daemon, incoming and outgoing
+    upload_limit: float | None = None       # bytes/s
+    download_limit: float | None = None
+    lsd: bool = field(default_factory=lambda: not lsd_disabled_by_env())
+    timeouts: Timeouts = field(default_factory=Timeouts.from_env)
+
+
+class ClientError(Exception):
+    pass
+
+
+class Client:
+    def __init__(self, config: ClientConfig | None = None) -> None:
+        self.config = config or ClientConfig()
+        self.peer_id = make_peer_id()
+        self.limits = Limits(TokenBucket(self.config.upload_limit), TokenBucket(self.config.download_limit))
+        self.torrents: dict[bytes, Torrent] = {}
+        self.port = 0
+        self._server: asyncio.AbstractServer | None = None
+        self._open: set[PeerConnection] = set()
+        self.lsd = None
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        ports = [self.config.port] if self.config.port is not None else \
+            list(range(DEFAULT_PORT, DEFAULT_PORT + 10)) + [0]
+        last_error: OSError | None = None
+        for port in ports:
+            try:
+                self._server = await loop.create_server(self._accept, self.config.host, port,
+                                                        reuse_address=True, backlog=128)
+                break
+            except OSError as exc:
+                last_error = exc
+        if self._server is None:
+            raise ClientError(f"cannot listen on port {ports[-1]}: {last_error.strerror if last_error else '?'}")
+        self.port = self._server.sockets[0].getsockname()[1]
+        if self.config.lsd:
+            try:
+                from peer.lsd import LocalDiscovery
+            except ImportError:  # pragma: no cover - LSD lands separately
+                LocalDiscovery = None
+            if LocalDiscovery is not None:
+                self.lsd = LocalDiscovery(self.port, self._lsd_found)
+                await self.lsd.start()
+
+    def _accept(self) -> asyncio.Protocol:
+        if len(self._open) >= self.config.max_connections:
+            return _Refuse()
+        conn = PeerConnection(my_peer_id=self.peer_id, find_torrent=self.torrents.get,
+                              timeouts=self.config.timeouts, on_closed=self._closed)
+        self._open.add(conn)
+        return conn
+
+    def _closed(self, conn: PeerConnection) -> None:
+        self._open.discard(conn)
+        if conn.torrent is not None:
+            conn.torrent._on_closed(conn)
+
+    def _lsd_found(self, info_hash: bytes, address: tuple[str, int]) -> None:
+        torrent = self.torrents.get(info_hash)
+        if torrent is not None:  # our own announcements are filtered by LSD's cookie
+            torrent.add_peers([address], "lsd")
+
+    async def add_torrent(self, meta: Metainfo, root: Path, *, mode: str = "p2p",
+                          verify: bool = True) -> Torrent:
+        if meta.info_hash in self.torrents:
+            raise ClientError(f"{meta.name} is already in this daemon")
+        storage = Storage(meta, Path(root))
+        use_peers = mode in ("p2p", "hybrid")
+        torrent = Torrent(meta, storage, peer_id=self.peer_id, listen_port=self.port,
+                          limits=self.limits, max_connections=self.config.max_connections_per_torrent,
+                          use_peers=use_peers, timeouts=self.config.timeouts)
+        if use_peers and meta.announce_tiers:
+            torrent.announcers.append(Announcer(meta.announce_tiers, peer_id=self.peer_id, port=self.port))
+        if mode in ("central", "hybrid"):
+            from peer.webseed import WebSeed
+            if not meta.web_seeds:
+                raise ClientError(f"{meta.name}: --mode {mode} needs a web seed (url-list) in the torrent")
+            for url in meta.web_seeds:
+                torrent.extra_sources.append(WebSeed(url))
+        self.torrents[meta.info_hash] = torrent
+        try:
+            await torrent.start(verify=verify)
+        except BaseException:
+            self.torrents.pop(meta.info_hash, None)
+            raise
+        if self.lsd is not None and use_peers:
+            self.lsd.add(meta.info_hash)
+        return torrent
+
+    async def close(self) -> None:
+        if self.lsd is not None:
+            await self.lsd.stop()
+        if self._server is not None:
+            self._server.close()
+        await asyncio.gather(*(t.stop() for t in self.torrents.values()), return_exceptions=True)
+        for conn in list(self._open):
+            conn.close("shutting down")
+        if self._server is not None:
+            try:
+                await asyncio.wait_for(self._server.wait_closed(), timeout=2)
+            except asyncio.TimeoutError:
+                pass
+
+
+class _Refuse(asyncio.Protocol):
+    """Past the daemon's connection cap: close at once, keep serving the others."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.abort()

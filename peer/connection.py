@@ -1,0 +1,421 @@
+"""One TCP connection to one peer.
+
+The connection owns the wire codec, the four choke/interest flags, our requests in
+flight to the peer and the peer's requests queued to us, flow control and timeouts.
+Every decision about *what* to request, whom to unchoke or whom to trust is made by
+the torrent (`peer/torrent.py`): the connection reports events to it and executes.
+
+It is an `asyncio.Protocol`, not a stream: `data_received` hands whole chunks to the
+decoder, so a 16 KiB block costs one parse and one copy, not a coroutine per message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import os
+from typing import TYPE_CHECKING, Callable
+
+from common import bencoding, wire
+from common.wire import (
+    AllowedFast, Bitfield, Cancel, Choke, Extended, Handshake, Have, HaveAll, HaveNone,
+    Interested, KeepAlive, NotInterested, Piece, Port, ProtocolError, RejectRequest, Request,
+    SuggestPiece, Unchoke,
+)
+from common.rates import RateMeter
+
+if TYPE_CHECKING:  # pragma: no cover
+    from peer.torrent import Torrent
+
+log = logging.getLogger("swarm.peer")
+
+Block = tuple[int, int, int]  # (piece index, begin, length)
+
+#: what we tell peers about our request queue (BEP 10 `reqq`); more queued than
+#: twice this is a flood and ends the connection.
+OUR_REQQ = 1000
+#: a peer that never said `reqq` gets at most this many of our requests at once
+DEFAULT_PEER_REQQ = 250
+WRITE_HIGH_WATER = 4 * 1024 * 1024
+
+
+class ConnectionClosed(Exception):
+    pass
+
+
+class PeerConnection(asyncio.Protocol):
+    """A peer on the other end of a socket; `torrent` is known once the handshake matched."""
+
+    def __init__(
+        self,
+        *,
+        my_peer_id: bytes,
+        find_torrent: Callable[[bytes], "Torrent | None"],
+        torrent: "Torrent | None" = None,
+        address: tuple[str, int] | None = None,
+        timeouts: "Timeouts | None" = None,
+        on_closed: Callable[["PeerConnection"], None] | None = None,
+    ) -> None:
+        self.my_peer_id = my_peer_id
+        self.find_torrent = find_torrent
+        self.torrent = torrent
+        self.outgoing = torrent is not None
+        self.address = address
+        self.timeouts = timeouts or Timeouts()
+        self.on_closed = on_closed
+        self.transport: asyncio.Transport | None = None
+        self.decoder = wire.WireDecoder(handshake=True)
+        self.loop = asyncio.get_event_loop()
+
+        self.peer_id: bytes | None = None
+        self.fast = False          # both sides set the BEP 6 bit
+        self.extended = False      # both sides set the BEP 10 bit
+        self.established = False   # handshakes exchanged, torrent attached
+        self.closed = False
+        self.close_reason = ""
+
+        self.am_choking = True
+        self.am_interested = False
+        self.peer_choking = True
+        self.peer_interested = False
+        self.got_first_message = False
+
+        self.inflight: dict[Block, float] = {}        # our requests -> time sent
+        self.max_inflight = 32                          # grows with the measured rate
+        self.peer_reqq = DEFAULT_PEER_REQQ
+        self.queued: collections.deque[Block] = collections.deque()  # their requests to us
+        self.requests_while_choked = 0
+        self._serving = False
+        self._write_ready = asyncio.Event()
+        self._write_ready.set()
+
+        now = self.loop.time()
+        self.download = RateMeter()   # piece payload they sent us
+        self.upload = RateMeter()     # piece payload we sent them
+        self.downloaded = 0
+        self.uploaded = 0
+        self.connected_at = now
+        self.last_received = now
+        self.last_sent = now
+        self.last_block_at = now
+        self._timer: asyncio.TimerHandle | None = None
+
+    # -- asyncio.Protocol ---------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
+        if self.address is None:
+            peer = transport.get_extra_info("peername")
+            self.address = (peer[0], peer[1]) if peer else ("?", 0)
+        if self.torrent is not None:  # we dialled: we speak first
+            self._send_handshake()
+        self._timer = self.loop.call_later(self.timeouts.handshake, self._check_timeouts)
+
+    def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return
+        self.last_received = self.loop.time()
+        try:
+            messages = self.decoder.feed(data)
+            for msg in messages:
+                if self.closed:
+                    return
+                if type(msg) is Piece:
+                    self._on_piece(msg)
+                else:
+                    self._dispatch(msg)
+        except ProtocolError as exc:
+            self.close(f"protocol error: {exc}")
+            return
+        torrent = self.torrent
+        if torrent is not None and not self.closed:
+            torrent.throttle_download(self, len(data))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed:
+            self.closed = True
+            self.close_reason = self.close_reason or (str(exc) if exc else "closed by peer")
+        self._finish()
+
+    def pause_writing(self) -> None:
+        self._write_ready.clear()
+
+    def resume_writing(self) -> None:
+        self._write_ready.set()
+
+    # -- sending ------------------------------------------------------------------
+    def send(self, msg: object) -> None:
+        if self.closed or self.transport is None:
+            return
+        self.transport.write(wire.encode(msg))
+        self.last_sent = self.loop.time()
+
+    def send_many(self, msgs: list) -> None:
+        if self.closed or self.transport is None or not msgs:
+            return
+        self.transport.write(b"".join(map(wire.encode, msgs)))
+        self.last_sent = self.loop.time()
+
+    def _send_handshake(self) -> None:
+        assert self.torrent is not None
+        self.transport.write(wire.encode(Handshake(
+            self.torrent.info_hash, self.my_peer_id,
+            wire.make_reserved(fast=True, extended=True))))
+
+    def close(self, reason: str = "") -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.close_reason = reason
+        if reason:
+            log.debug("closing %s: %s", self.address, reason)
+        if self.transport is not None:
+            self.transport.abort()
+        self._finish()
+
+    def _finish(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._write_ready.set()  # wake a waiting server loop so it sees `closed`
+        callback, self.on_closed = self.on_closed, None
+        if callback is not None:
+            callback(self)
+
+    # -- choke / interest, called by the torrent ------------------------------------
+    def set_choking(self, choke: bool) -> None:
+        if choke == self.am_choking:
+            return
+        self.am_choking = choke
+        if choke:
+            if self.fast:  # BEP 6: every dropped request is answered with a reject
+                self.send_many([RejectRequest(*b) for b in self.queued])
+            self.queued.clear()
+            self.send(Choke())
+        else:
+            self.requests_while_choked = 0
+            self.send(Unchoke())
+
+    def set_interested(self, interested: bool) -> None:
+        if interested != self.am_interested:
+            self.am_interested = interested
+            self.send(Interested() if interested else NotInterested())
+
+    def request(self, blocks: list[Block]) -> None:
+        now = self.loop.time()
+        for block in blocks:
+            self.inflight[block] = now
+        self.send_many([Request(*b) for b in blocks])
+
+    def cancel(self, block: Block) -> None:
+        if self.inflight.pop(block, None) is not None:
+            self.send(Cancel(*block))
+
+    def request_room(self) -> int:
+        """How many more requests this peer should have in flight to stay busy."""
+        return min(self.max_inflight, self.peer_reqq) - len(self.inflight)
+
+    # -- receiving ------------------------------------------------------------------
+    def _dispatch(self, msg: object) -> None:
+        kind = type(msg)
+        if not self.established:
+            if kind is not Handshake:
+                raise ProtocolError("message before handshake")
+            self._on_handshake(msg)  # type: ignore[arg-type]
+            return
+        torrent = self.torrent
+        assert torrent is not None
+        first = not self.got_first_message
+        self.got_first_message = True
+        if kind is Bitfield or kind is HaveAll or kind is HaveNone:
+            if not first:
+                raise ProtocolError(f"{kind.__name__} after the first message")
+            if kind is not Bitfield and not self.fast:
+                raise ProtocolError(f"{kind.__name__} without the fast extension")
+            if kind is Bitfield:
+                wire.check_bitfield(msg.bits, torrent.num_pieces)  # type: ignore[attr-defined]
+                torrent.on_bitfield(self, wire.indices_from_bitfield(msg.bits, torrent.num_pieces))  # type: ignore[attr-defined]
+            elif kind is HaveAll:
+                torrent.on_bitfield(self, range(torrent.num_pieces))
+            return
+        if kind is Have:
+            if not 0 <= msg.index < torrent.num_pieces:  # type: ignore[attr-defined]
+                raise ProtocolError(f"have for piece {msg.index} of {torrent.num_pieces}")  # type: ignore[attr-defined]
+            torrent.on_have(self, msg.index)  # type: ignore[attr-defined]
+        elif kind is Request:
+            self._on_request(msg)  # type: ignore[arg-type]
+        elif kind is Cancel:
+            try:
+                self.queued.remove((msg.index, msg.begin, msg.length))  # type: ignore[attr-defined]
+            except ValueError:
+                pass
+        elif kind is Choke:
+            self.peer_choking = True
+            if not self.fast:  # without BEP 6 a choke silently drops our requests
+                dropped = list(self.inflight)
+                self.inflight.clear()
+                torrent.on_requests_dropped(self, dropped)
+        elif kind is Unchoke:
+            self.peer_choking = False
+            torrent.on_unchoke(self)
+        elif kind is Interested:
+            self.peer_interested = True
+            torrent.on_interest_changed(self)
+        elif kind is NotInterested:
+            self.peer_interested = False
+            torrent.on_interest_changed(self)
+        elif kind is RejectRequest:
+            block = (msg.index, msg.begin, msg.length)  # type: ignore[attr-defined]
+            if self.inflight.pop(block, None) is not None:
+                torrent.on_requests_dropped(self, [block])
+        elif kind is Extended:
+            if msg.ext_id == 0:  # type: ignore[attr-defined]
+                self._on_extension_handshake(msg.payload)  # type: ignore[attr-defined]
+            # other extended messages (ut_pex, ut_metadata, ...) are not ours: ignored
+        elif kind is KeepAlive or kind is Port or kind is SuggestPiece or kind is AllowedFast:
+            pass  # DHT port, suggestions and allowed-fast sets are hints we do not use
+        else:
+            raise ProtocolError(f"unexpected {kind.__name__}")
+
+    def _on_handshake(self, hs: Handshake) -> None:
+        if self.torrent is None:
+            torrent = self.find_torrent(hs.info_hash)
+            if torrent is None:
+                raise ProtocolError("handshake for an unknown torrent")
+            self.torrent = torrent
+        elif hs.info_hash != self.torrent.info_hash:
+            raise ProtocolError("handshake with the wrong info-hash")
+        if hs.peer_id == self.my_peer_id:
+            raise ProtocolError("connected to ourselves")
+        self.peer_id = hs.peer_id
+        self.fast = wire.supports_fast(hs.reserved)
+        self.extended = wire.supports_extended(hs.reserved)
+        if not self.outgoing:
+            if not self.torrent.accept_incoming(self):
+                self.close("torrent has no room for more peers")
+                return
+            self._send_handshake()
+        elif not self.torrent.accept_outgoing(self):
+            self.close("duplicate connection")
+            return
+        self.established = True
+        if self.extended:
+            payload = bencoding.bencode({"m": {}, "reqq": OUR_REQQ, "v": "swarm/0.1",
+                                         "p": self.torrent.listen_port})
+            self.send(Extended(0, payload))
+        self.torrent.on_established(self)
+
+    def _on_extension_handshake(self, payload: bytes) -> None:
+        try:
+            info = bencoding.bdecode(payload, strict_order=False)
+        except Exception:
+            return  # a malformed extension handshake only loses the hints in it
+        if isinstance(info, dict):
+            reqq = info.get(b"reqq")
+            if isinstance(reqq, int) and reqq > 0:
+                self.peer_reqq = max(1, min(reqq, 2000))
+
+    def _on_request(self, req: Request) -> None:
+        torrent = self.torrent
+        assert torrent is not None
+        index, begin, length = req.index, req.begin, req.length
+        if not 0 <= index < torrent.num_pieces or begin + length > torrent.piece_size(index):
+            raise ProtocolError(f"request outside piece {index}: {begin}+{length}")
+        if self.am_choking or not torrent.has_piece(index):
+            if self.fast:
+                self.send(RejectRequest(index, begin, length))
+            self.requests_while_choked += 1
+            if self.requests_while_choked > 2 * OUR_REQQ:
+                raise ProtocolError("keeps requesting while choked")
+            return
+        if len(self.queued) >= 2 * OUR_REQQ:
+            raise ProtocolError(f"request flood: more than {2 * OUR_REQQ} queued")
+        self.queued.append((index, begin, length))
+        if not self._serving:
+            self._serving = True
+            torrent.spawn(self._serve())
+
+    def _on_piece(self, msg: Piece) -> None:
+        if not self.established:
+            raise ProtocolError("piece before handshake")
+        self.got_first_message = True
+        block = (msg.index, msg.begin, len(msg.block))
+        sent_at = self.inflight.pop(block, None)
+        now = self.loop.time()
+        n = len(msg.block)
+        self.downloaded += n
+        self.download.add(n, now)
+        self.last_block_at = now
+        assert self.torrent is not None
+        self.torrent.on_block(self, msg.index, msg.begin, msg.block, sent_at is not None)
+
+    # -- serving --------------------------------------------------------------------
+    async def _serve(self) -> None:
+        """Send queued blocks, as fast as the write buffer and the upload cap allow."""
+        torrent = self.torrent
+        assert torrent is not None
+        try:
+            while self.queued and not self.closed:
+                if not self._write_ready.is_set():
+                    await self._write_ready.wait()
+                    continue
+                index, begin, length = self.queued.popleft()
+                delay = torrent.reserve_upload(length)
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                piece = await torrent.read_piece(index)
+                if self.closed or self.am_choking:
+                    continue
+                self.transport.writelines(
+                    (wire.piece_header(index, begin, length), memoryview(piece)[begin:begin + length]))
+                now = self.loop.time()
+                self.last_sent = now
+                self.uploaded += length
+                self.upload.add(length, now)
+                torrent.count_upload(length)
+        except Exception as exc:  # a storage error ends this peer, not the daemon
+            self.close(f"serving failed: {exc}")
+            torrent.on_serve_error(exc)
+        finally:
+            self._serving = False
+
+    # -- timeouts -------------------------------------------------------------------
+    def _check_timeouts(self) -> None:
+        self._timer = None
+        if self.closed:
+            return
+        now = self.loop.time()
+        t = self.timeouts
+        if not self.established:
+            self.close("handshake timed out")
+            return
+        if now - self.last_received > t.idle:
+            self.close(f"silent for {t.idle:.0f} s")
+            return
+        if self.inflight and now - self.last_block_at > t.snub and not self.peer_choking:
+            dropped = list(self.inflight)  # the peer sits on our requests: give them to others
+            self.inflight.clear()
+            assert self.torrent is not None
+            self.torrent.on_requests_dropped(self, dropped)
+        if now - self.last_sent > t.keepalive:
+            self.send(KeepAlive())
+        self._timer = self.loop.call_later(t.tick, self._check_timeouts)
+
+
+class Timeouts:
+    """Seconds; tests shrink them to see stalls quickly."""
+
+    def __init__(self, handshake: float = 20.0, idle: float = 150.0, snub: float = 45.0,
+                 keepalive: float = 100.0, tick: float = 5.0) -> None:
+        self.handshake = handshake
+        self.idle = idle
+        self.snub = snub
+        self.keepalive = keepalive
+        self.tick = min(tick, handshake, idle)
+
+    @classmethod
+    def from_env(cls) -> "Timeouts":
+        """SWARM_TIMEOUT_SCALE shrinks every timeout (fault tests use 0.05)."""
+        scale = float(os.environ.get("SWARM_TIMEOUT_SCALE", "1"))
+        return cls(20 * scale, 150 * scale, 45 * scale, 100 * scale, 5 * min(scale, 1))

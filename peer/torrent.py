@@ -1,0 +1,497 @@
+"""One torrent in the daemon: its peer set, picker, choker, storage and announcer.
+
+This is the glue between the pure cores (`picker`, `choker`) and I/O (`connection`,
+`storage`, `announcer`). Blocks from every source (peers, later web seeds) arrive in
+`on_block`, are assembled into whole pieces, hashed in a worker thread and written
+with one call per piece: nothing unverified is ever written as complete or offered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Iterable
+
+from common import wire
+from common.metainfo import Metainfo
+from common.rates import RateMeter, TokenBucket
+from common.wire import Bitfield, Have, HaveAll, HaveNone
+from peer.choker import Choker, PeerStats
+from peer.connection import PeerConnection, Timeouts
+from peer.picker import PiecePicker
+from peer.storage import Storage, StorageError
+
+log = logging.getLogger("swarm.peer")
+
+Address = tuple[str, int]
+
+
+@dataclass
+class Limits:
+    """Process-wide rate caps, shared by every connection of every torrent."""
+
+    upload: TokenBucket = field(default_factory=lambda: TokenBucket(None))
+    download: TokenBucket = field(default_factory=lambda: TokenBucket(None))
+
+
+@dataclass
+class Candidate:
+    """An address we may dial, and how it went last time."""
+
+    source: str
+    failures: int = 0
+    next_try: float = 0.0
+    is_self: bool = False
+
+
+@dataclass
+class Status:
+    name: str
+    have: int
+    num_pieces: int
+    total: int
+    left: int
+    down_rate: float
+    up_rate: float
+    peers: int
+    downloaded: int
+    uploaded: int
+    hash_failures: int
+
+    @property
+    def fraction(self) -> float:
+        return 1.0 if self.total == 0 else (self.total - self.left) / self.total
+
+    @property
+    def eta(self) -> float | None:
+        return self.left / self.down_rate if self.down_rate > 1 and self.left else None
+
+
+class TorrentError(Exception):
+    """The torrent cannot go on (disk full, unwritable folder): one clear line."""
+
+
+class Torrent:
+    def __init__(
+        self,
+        meta: Metainfo,
+        storage: Storage,
+        *,
+        peer_id: bytes,
+        listen_port: int,
+        limits: Limits | None = None,
+        max_connections: int = 50,
+        use_peers: bool = True,
+        timeouts: Timeouts | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.meta = meta
+        self.storage = storage
+        self.info_hash = meta.info_hash
+        self.num_pieces = meta.num_pieces
+        self.piece_size = meta.piece_size
+        self.peer_id = peer_id
+        self.listen_port = listen_port
+        self.limits = limits or Limits()
+        self.max_connections = max_connections
+        self.use_peers = use_peers
+        self.timeouts = timeouts or Timeouts.from_env()
+        self.rng = rng or random.Random()
+        self.loop = asyncio.get_event_loop()
+
+        self.picker = PiecePicker(meta.num_pieces, meta.piece_length, meta.total_length, rng=self.rng)
+        self.choker = Choker(rng=self.rng)
+        self.have = bytearray(meta.num_pieces)
+        self.left = meta.total_length
+        self.connections: set[PeerConnection] = set()
+        self.dialing: set[Address] = set()
+        self.candidates: dict[Address, Candidate] = {}
+        self.banned_ids: set[bytes] = set()
+        self.banned_addrs: set[Address] = set()
+        self.strikes: dict[bytes, int] = {}
+        self.assembling: dict[int, bytearray] = {}
+        self.hashing: set[int] = set()
+
+        self.uploaded = 0
+        self.downloaded = 0
+        self.hash_failures = 0
+        self.wasted = 0
+        self.down_meter = RateMeter(window=5.0)
+        self.up_meter = RateMeter(window=5.0)
+        self.complete = asyncio.Event()
+        self.error: str | None = None
+        self.failed = asyncio.Event()
+        self.announcers: list = []
+        self.extra_sources: list = []   # web seeds and other non-peer block sources
+        self._tasks: set[asyncio.Task] = set()
+        self._wake_connector = asyncio.Event()
+        self._stopping = False
+
+    # -- life cycle -----------------------------------------------------------------
+    async def start(self, verify: bool = True) -> None:
+        """Verify what is on disk, then begin exchanging pieces."""
+        await self.storage.open()
+        if verify:
+            for index in await self.storage.verify():
+                self._mark_have(index)
+        if self.left == 0:
+            self.complete.set()
+        self.spawn(self._connector())
+        self.spawn(self._choke_loop())
+        for announcer in self.announcers:
+            self.spawn(announcer.run(self))
+        for source in self.extra_sources:
+            self.spawn(source.run(self))
+
+    async def stop(self) -> None:
+        self._stopping = True
+        for conn in list(self.connections):
+            conn.close("shutting down")
+        stops = [a.stop(self) for a in self.announcers]
+        if stops:
+            await asyncio.wait([asyncio.ensure_future(s) for s in stops], timeout=3)
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=3)
+        await self.storage.close()
+
+    def spawn(self, coro) -> asyncio.Task:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            exc = task.exception()
+            if isinstance(exc, (StorageError, TorrentError)):
+                self.fail(str(exc))
+            else:
+                log.error("internal error in %s", self.meta.name, exc_info=exc)
+
+    def fail(self, reason: str) -> None:
+        """A fatal local error (disk): stop downloading, tell the user once."""
+        if self.error is None:
+            self.error = reason
+            self.failed.set()
+            for conn in list(self.connections):
+                conn.close("torrent failed")
+
+    @property
+    def is_seed(self) -> bool:
+        return self.left == 0
+
+    def status(self) -> Status:
+        now = self.loop.time()
+        return Status(self.meta.name, sum(self.have), self.num_pieces, self.meta.total_length,
+                      self.left, self.down_meter.rate(now), self.up_meter.rate(now),
+                      len(self.connections), self.downloaded, self.uploaded, self.hash_failures)
+
+    # -- the peer set ----------------------------------------------------------------
+    def add_peers(self, addresses: Iterable[Address], source: str) -> None:
+        """Tracker replies, LSD, incoming peers' listen ports: all land here."""
+        added = False
+        for addr in addresses:
+            if addr not in self.candidates and addr not in self.banned_addrs:
+                self.candidates[addr] = Candidate(source)
+                added = True
+        if added:
+            self._wake_connector.set()
+
+    def wants_peers(self) -> bool:
+        return not self._stopping and self.use_peers and len(self.connections) < self.max_connections
+
+    async def _connector(self) -> None:
+        """Dial candidates while there is room; back off from addresses that fail."""
+        if not self.use_peers:
+            return
+        while not self._stopping:
+            self._wake_connector.clear()
+            now = self.loop.time()
+            connected = {c.address for c in self.connections if c.outgoing}
+            room = self.max_connections - len(self.connections) - len(self.dialing)
+            for addr, cand in list(self.candidates.items()):
+                if room <= 0:
+                    break
+                if (cand.is_self or cand.next_try > now or addr in self.dialing
+                        or addr in connected or addr in self.banned_addrs):
+                    continue
+                if self.is_seed and cand.source == "seed":
+                    continue
+                room -= 1
+                self.dialing.add(addr)
+                self.spawn(self._dial(addr, cand))
+            try:
+                await asyncio.wait_for(self._wake_connector.wait(), timeout=1.0)
+            except asyncio.TimeoutError:
+                pass
+
+    async def _dial(self, addr: Address, cand: Candidate) -> None:
+        try:
+            conn: PeerConnection | None = None
+
+            def factory() -> PeerConnection:
+                nonlocal conn
+                conn = PeerConnection(my_peer_id=self.peer_id, find_torrent=lambda h: None,
+                                      torrent=self, address=addr, timeouts=self.timeouts,
+                                      on_closed=self._on_closed)
+                return conn
+
+            await asyncio.wait_for(self.loop.create_connection(factory, addr[0], addr[1]), timeout=10)
+            cand.failures = 0
+            cand.next_try = self.loop.time() + 30  # if it drops, wait before redialling
+        except (OSError, asyncio.TimeoutError):
+            cand.failures += 1
+            cand.next_try = self.loop.time() + min(300, 5 * 2 ** cand.failures)
+            if cand.failures > 8:
+                self.candidates.pop(addr, None)
+        finally:
+            self.dialing.discard(addr)
+
+    def _connection_allowed(self, conn: PeerConnection) -> bool:
+        if self._stopping or self.error is not None or conn.peer_id in self.banned_ids:
+            return False
+        for other in self.connections:
+            if other.peer_id == conn.peer_id:
+                # Both ends dialled at once: both keep the one opened by the smaller id.
+                if other.outgoing == conn.outgoing:
+                    return False
+                initiator_of_new = self.peer_id if conn.outgoing else conn.peer_id
+                if initiator_of_new == min(self.peer_id, conn.peer_id):
+                    other.close("duplicate connection")
+                    return True
+                return False
+        return True
+
+    def accept_incoming(self, conn: PeerConnection) -> bool:
+        return self.use_peers and len(self.connections) < self.max_connections and self._connection_allowed(conn)
+
+    def accept_outgoing(self, conn: PeerConnection) -> bool:
+        if conn.peer_id == self.peer_id:
+            return False
+        return self._connection_allowed(conn)
+
+    def on_established(self, conn: PeerConnection) -> None:
+        self.connections.add(conn)
+        self.picker.add_peer(conn, ())
+        if conn.fast and self.left == 0:
+            conn.send(HaveAll())
+        elif conn.fast and self.left == self.meta.total_length and not any(self.have):
+            conn.send(HaveNone())
+        elif any(self.have):
+            conn.send(Bitfield(wire.bitfield_from_indices(
+                [i for i, h in enumerate(self.have) if h], self.num_pieces)))
+        self.rechoke_soon()
+
+    def _on_closed(self, conn: PeerConnection) -> None:
+        if conn in self.connections:
+            self.connections.discard(conn)
+            dropped = list(conn.inflight)
+            conn.inflight.clear()
+            self.picker.remove_peer(conn)
+            if dropped:
+                self._refill_all()
+            if conn.outgoing and conn.address in self.candidates:
+                if conn.close_reason == "connected to ourselves":
+                    self.candidates[conn.address].is_self = True
+            self._wake_connector.set()
+            self.rechoke_soon()
+        elif conn.outgoing and conn.close_reason.startswith("protocol error: connected to ourselves"):
+            cand = self.candidates.get(conn.address)
+            if cand:
+                cand.is_self = True
+
+    # -- what peers tell us --------------------------------------------------------------
+    def on_bitfield(self, conn: PeerConnection, indices: Iterable[int]) -> None:
+        self.picker.add_peer(conn, indices)
+        self._update_interest(conn)
+        if self.is_seed and self.picker.peer_is_seed(conn):
+            conn.close("both seeds")
+
+    def on_have(self, conn: PeerConnection, index: int) -> None:
+        self.picker.peer_has(conn, index)
+        if not conn.am_interested and not self.have[index]:
+            self._update_interest(conn)
+        if self.is_seed and self.picker.peer_is_seed(conn):
+            conn.close("both seeds")
+
+    def on_unchoke(self, conn: PeerConnection) -> None:
+        self._fill(conn)
+
+    def on_interest_changed(self, conn: PeerConnection) -> None:
+        self.rechoke_soon()
+
+    def on_requests_dropped(self, conn: PeerConnection, blocks: list) -> None:
+        self.picker.requests_dropped(conn, blocks)
+        self._refill_all()
+
+    def has_piece(self, index: int) -> bool:
+        return self.have[index] == 1
+
+    def _update_interest(self, conn: PeerConnection) -> None:
+        interested = (not self.is_seed) and self.picker.interesting(conn)
+        conn.set_interested(interested)
+        if interested:
+            self._fill(conn)
+
+    # -- downloading --------------------------------------------------------------
+    def _fill(self, conn: PeerConnection) -> None:
+        """Top up this peer's pipeline; in batches, so requests go out a few at a time."""
+        if conn.peer_choking or not conn.am_interested or conn.closed or self.error:
+            return
+        room = conn.request_room()
+        if room <= 0 or (conn.inflight and room < 8):
+            return
+        blocks = self.picker.pick(conn, room)
+        if blocks:
+            conn.request(blocks)
+        elif not conn.inflight and not self.picker.interesting(conn):
+            conn.set_interested(False)
+
+    def _refill_all(self) -> None:
+        for conn in list(self.connections):
+            self._fill(conn)
+
+    def on_block(self, source, index: int, begin: int, data: bytes, requested: bool) -> None:
+        """A block arrived from a peer (or a web seed): copy it into its piece."""
+        n = len(data)
+        now = self.loop.time()
+        self.downloaded += n
+        self.down_meter.add(n, now)
+        if self.have[index] or index in self.hashing:
+            self.wasted += n
+        else:
+            buf = self.assembling.get(index)
+            if buf is None:
+                buf = self.assembling[index] = bytearray(self.piece_size(index))
+            buf[begin:begin + n] = data
+            for other in self.picker.block_received(source, index, begin):
+                if other is not source and isinstance(other, PeerConnection):
+                    other.cancel((index, begin, n))
+            if self.picker.piece_complete(index):
+                del self.assembling[index]
+                self.hashing.add(index)
+                self.spawn(self._finish_piece(index, buf))
+        if isinstance(source, PeerConnection):
+            self._fill(source)
+
+    async def _finish_piece(self, index: int, data: bytearray) -> None:
+        try:
+            ok = await self.storage.verify_piece(index, data)
+            if not ok:
+                self._piece_failed(index)
+                return
+            await self.storage.write_piece(index, data)
+        finally:
+            self.hashing.discard(index)
+        self.picker.piece_verified(index)
+        self._mark_have(index)
+        msg = wire.encode(Have(index))
+        for conn in list(self.connections):
+            if conn.transport is not None and not conn.closed:
+                conn.transport.write(msg)
+            if conn.am_interested and not self.picker.interesting(conn):
+                conn.set_interested(False)
+        if self.left == 0 and not self.complete.is_set():
+            self._on_complete()
+
+    def _piece_failed(self, index: int) -> None:
+        self.hash_failures += 1
+        contributors = self.picker.piece_failed(index)
+        names = ", ".join(f"{c.address[0]}:{c.address[1]}" if isinstance(c, PeerConnection) else str(c)
+                          for c in contributors)
+        log.warning("piece %d failed its hash check (from %s); fetching it again", index, names)
+        for c in contributors:
+            if not isinstance(c, PeerConnection) or c.peer_id is None:
+                continue
+            # Proven liar: the only source of a bad piece. Several sources: a strike each;
+            # the picker then fetches the piece from one peer, which settles it next time.
+            if len(contributors) == 1 or self.strikes.get(c.peer_id, 0) >= 2:
+                self.ban(c)
+            else:
+                self.strikes[c.peer_id] = self.strikes.get(c.peer_id, 0) + 1
+        self._refill_all()
+
+    def ban(self, conn: PeerConnection) -> None:
+        log.warning("banning peer %s:%s for sending bad data", *conn.address)
+        if conn.peer_id:
+            self.banned_ids.add(conn.peer_id)
+        if conn.outgoing:
+            self.banned_addrs.add(conn.address)
+            self.candidates.pop(conn.address, None)
+        conn.close("banned: sent data that failed the hash check")
+
+    def _mark_have(self, index: int) -> None:
+        if not self.have[index]:
+            self.have[index] = 1
+            self.left -= self.piece_size(index)
+            self.picker.mark_have(index)
+
+    def _on_complete(self) -> None:
+        self.complete.set()
+        for announcer in self.announcers:
+            announcer.completed(self)
+        for conn in list(self.connections):
+            conn.set_interested(False)
+            if self.picker.peer_is_seed(conn):
+                conn.close("both seeds")
+        self.rechoke_soon()
+
+    def throttle_download(self, conn: PeerConnection, n: int) -> None:
+        delay = self.limits.download.reserve(n, self.loop.time())
+        if delay > 0 and conn.transport is not None:
+            conn.transport.pause_reading()
+            self.loop.call_later(delay, _resume_reading, conn)
+
+    # -- uploading -----------------------------------------------------------------
+    def reserve_upload(self, n: int) -> float:
+        return self.limits.upload.reserve(n, self.loop.time())
+
+    async def read_piece(self, index: int) -> bytes:
+        return await self.storage.read_piece(index)
+
+    def count_upload(self, n: int) -> None:
+        self.uploaded += n
+        self.up_meter.add(n, self.loop.time())
+
+    def on_serve_error(self, exc: Exception) -> None:
+        log.warning("reading from disk failed: %s", exc)
+
+    # -- choking ------------------------------------------------------------------
+    def rechoke_soon(self) -> None:
+        self._rechoke_due = True
+
+    async def _choke_loop(self) -> None:
+        self._rechoke_due = True
+        tick = 0
+        while not self._stopping:
+            self._rechoke()
+            tick += 1
+            self._adapt_pipelines()
+            await asyncio.sleep(1.0)
+
+    def _rechoke(self) -> None:
+        now = self.loop.time()
+        stats = [PeerStats(key=c, interested=c.peer_interested, download_rate=c.download.rate(now),
+                           upload_rate=c.upload.rate(now))
+                 for c in self.connections if c.established]
+        unchoke = self.choker.decide(stats, now, seeding=self.is_seed)
+        for conn in list(self.connections):
+            conn.set_choking(conn not in unchoke)
+
+    def _adapt_pipelines(self) -> None:
+        """Keep about half a second of data in flight per peer (at least 16 blocks)."""
+        now = self.loop.time()
+        for conn in self.connections:
+            rate = conn.download.rate(now)
+            conn.max_inflight = max(16, min(500, int(rate * 0.5 / wire.BLOCK_SIZE) + 16))
+
+
+def _resume_reading(conn: PeerConnection) -> None:
+    if not conn.closed and conn.transport is not None:
+        conn.transport.resume_reading()
