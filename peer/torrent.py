@@ -407,6 +407,8 @@ class Torrent:
                           for c in contributors)
         log.warning("piece %d failed its hash check (from %s); fetching it again", index, names)
         for c in contributors:
+            if hasattr(c, "piece_failed"):  # a web seed keeps its own tally
+                c.piece_failed(self, index)
             if not isinstance(c, PeerConnection) or c.peer_id is None:
                 continue
             # Proven liar: the only source of a bad piece. Several sources: a strike each;
@@ -416,6 +418,17 @@ class Torrent:
             else:
                 self.strikes[c.peer_id] = self.strikes.get(c.peer_id, 0) + 1
         self._refill_all()
+        self._check_unobtainable()
+
+    def _check_unobtainable(self) -> None:
+        """Central mode with a corrupt origin: stop once only unobtainable pieces are left."""
+        if self.use_peers or not self.extra_sources or self.complete.is_set():
+            return
+        missing = [i for i in range(self.num_pieces) if not self.have[i]]
+        stuck = [i for i in missing if all(i in s.bad_pieces for s in self.extra_sources)]
+        if missing and len(stuck) == len(missing):
+            self.fail(f"{len(stuck)} piece(s) failed the hash check from every web seed "
+                      f"(first: piece {stuck[0]}); nothing wrong was written")
 
     def ban(self, conn: PeerConnection) -> None:
         log.warning("banning peer %s:%s for sending bad data", *conn.address)
