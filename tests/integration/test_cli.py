@@ -1,0 +1,139 @@
+"""The real commands as a user types them, as subprocesses on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+
+import pytest
+
+from common import wire
+from tests.integration.conftest import (
+    ROOT, make_file, sha1_of, start_process, stop_process, tree_digest, wait_for_line,
+)
+
+
+def swarm_peer(*args, timeout=60) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "peer", *map(str, args)], capture_output=True,
+                          text=True, timeout=timeout, cwd=ROOT,
+                          env={**__import__("os").environ, "SWARM_NO_LSD": "1"})
+
+
+def test_tracker_seed_and_seven_leechers_over_http_and_udp(tmp_path, tracker_process, processes):
+    src = make_file(tmp_path / "src" / "clip.bin", 2 * 1024 * 1024 + 77, seed=11)
+    torrent = tmp_path / "clip.torrent"
+    made = swarm_peer("create", src, "--tracker", f"http://{tracker_process}/announce",
+                      "--tracker", f"udp://{tracker_process}/announce", "-o", torrent)
+    assert made.returncode == 0, made.stderr
+    assert "info-hash" in made.stdout
+    udp_first = tmp_path / "clip-udp.torrent"
+    assert swarm_peer("create", src, "--tracker", f"udp://{tracker_process}/announce",
+                      "--piece-length", 32768, "-o", udp_first).returncode == 0
+
+    seed_log = tmp_path / "seed.log"
+    seed = start_process(["-m", "peer", "seed", torrent, src, "--port", "0", "--host", "127.0.0.1"], seed_log)
+    processes.append(seed)
+    wait_for_line(seed_log, r"seeding", seed, 30)
+    # the udp-only torrent has other pieces, so it needs its own seed
+    seed2_log = tmp_path / "seed2.log"
+    seed2 = start_process(["-m", "peer", "seed", udp_first, src, "--port", "0", "--host", "127.0.0.1"], seed2_log)
+    processes.append(seed2)
+    wait_for_line(seed2_log, r"seeding", seed2, 30)
+
+    leechers = []
+    for i in range(7):
+        t = torrent if i < 5 else udp_first
+        out = tmp_path / f"leech{i}"
+        log = tmp_path / f"leech{i}.log"
+        proc = start_process(["-m", "peer", "get", t, "-o", out, "--port", "0", "--host", "127.0.0.1",
+                              "--no-seed"], log)
+        processes.append(proc)
+        leechers.append((proc, out, log))
+    for proc, out, log in leechers:
+        assert proc.wait(timeout=90) == 0, log.read_text()
+        text = log.read_text()
+        assert f"complete: {(out / 'clip.bin').resolve()}" in text
+        assert sha1_of(out / "clip.bin") == sha1_of(src)
+
+
+def test_corrupt_torrent_is_one_line_and_exit_2(tmp_path):
+    bad = tmp_path / "bad.torrent"
+    bad.write_bytes(b"d8:announce3:abc4:infod4:name1:x")  # cut short
+    result = swarm_peer("get", bad, "-o", tmp_path / "out", "--port", "0")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("swarm-peer: error: ") and "bad.torrent" in lines[0]
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_missing_torrent_file_is_one_line(tmp_path):
+    result = swarm_peer("get", tmp_path / "nope.torrent", "--port", "0")
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_path_traversal_torrent_is_refused(tmp_path):
+    from common.bencoding import bencode
+    info = {"name": "evil", "piece length": 16384, "pieces": b"\0" * 20,
+            "files": [{"length": 10, "path": ["..", "..", "etc", "passwd"]}]}
+    bad = tmp_path / "evil.torrent"
+    bad.write_bytes(bencode({"announce": "http://127.0.0.1:1/announce", "info": info}))
+    result = swarm_peer("get", bad, "-o", tmp_path / "out", "--port", "0", "--no-seed")
+    assert result.returncode == 2
+    assert ".." in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "etc").exists()
+
+
+def test_create_folder_torrent_and_seed_multi_file(tmp_path, tracker_process, processes):
+    folder = tmp_path / "kit"
+    make_file(folder / "a.bin", 100_000, seed=1)
+    make_file(folder / "deep" / "b.bin", 50_000, seed=2)
+    torrent = tmp_path / "kit.torrent"
+    assert swarm_peer("create", folder, "--tracker", f"http://{tracker_process}/announce",
+                      "-o", torrent).returncode == 0
+    seed_log = tmp_path / "seed.log"
+    seed = start_process(["-m", "peer", "seed", torrent, folder, "--port", "0", "--host", "127.0.0.1"], seed_log)
+    processes.append(seed)
+    wait_for_line(seed_log, "seeding", seed, 30)
+    result = swarm_peer("get", torrent, "-o", tmp_path / "dl", "--port", "0", "--host", "127.0.0.1",
+                        "--no-seed", timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert tree_digest(tmp_path / "dl" / "kit") == tree_digest(folder)
+
+
+async def _raw_connect(port: int, payload: bytes) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(payload)
+    await writer.drain()
+    try:
+        data = await asyncio.wait_for(reader.read(), timeout=5)
+    finally:
+        writer.close()
+    return data
+
+
+def test_garbage_to_peer_port_drops_only_that_connection(tmp_path, tracker_process, processes):
+    src = make_file(tmp_path / "src" / "f.bin", 600_000, seed=9)
+    torrent = tmp_path / "f.torrent"
+    assert swarm_peer("create", src, "--tracker", f"http://{tracker_process}/announce",
+                      "-o", torrent).returncode == 0
+    seed_log = tmp_path / "seed.log"
+    seed = start_process(["-m", "peer", "seed", torrent, src, "--port", "0", "--host", "127.0.0.1"], seed_log)
+    processes.append(seed)
+    port = int(wait_for_line(seed_log, r"listening on port (\d+)", seed, 30).group(1))
+    wait_for_line(seed_log, "seeding", seed, 30)
+    from common.metainfo import load_metainfo
+    meta = load_metainfo(torrent)
+    # garbage instead of a handshake: closed at once, nothing sent back
+    assert asyncio.run(_raw_connect(port, b"GET / HTTP/1.1\r\n\r\n" * 10)) == b""
+    # a valid handshake, then an oversized length prefix: closed after the handshake reply
+    hs = wire.encode(wire.Handshake(meta.info_hash, b"-XX0000-garbagegarba"))
+    reply = asyncio.run(_raw_connect(port, hs + b"\xff\xff\xff\xff\x07"))
+    assert reply[:68][28:48] == meta.info_hash
+    # the daemon still serves: a real download completes
+    result = swarm_peer("get", torrent, "-o", tmp_path / "dl", "--port", "0", "--host", "127.0.0.1",
+                        "--no-seed", timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert sha1_of(tmp_path / "dl" / "f.bin") == sha1_of(src)
+    assert seed.poll() is None

@@ -1,0 +1,76 @@
+"""Whole swarms in one process: a tracker, a seed and many leechers on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+
+import pytest
+
+from tests.integration.conftest import make_file, sha1_of, torrent_for, tree_digest
+
+
+async def _swarm(clients, tracker: str, src, meta, n_leechers: int, tmp_path, timeout=90):
+    seed = await clients()
+    await seed.add_torrent(meta, src.parent)
+    leechers = []
+    for i in range(n_leechers):
+        client = await clients()
+        torrent = await client.add_torrent(meta, tmp_path / f"leech{i}")
+        leechers.append(torrent)
+    await asyncio.wait_for(asyncio.gather(*(t.complete.wait() for t in leechers)), timeout)
+    return leechers
+
+
+async def test_twenty_leechers_single_file(clients, tracker_process, tmp_path):
+    src = make_file(tmp_path / "seed" / "movie.bin", 3 * 1024 * 1024 + 12345)
+    _, meta = torrent_for(src, [f"http://{tracker_process}/announce"], piece_length=32768)
+    leechers = await _swarm(clients, tracker_process, src, meta, 20, tmp_path)
+    want = sha1_of(src)
+    for i, torrent in enumerate(leechers):
+        assert torrent.error is None
+        assert sha1_of(tmp_path / f"leech{i}" / "movie.bin") == want
+    # leechers traded with each other: the seed did not send every copy alone
+    assert sum(t.uploaded for t in leechers) > 0
+
+
+async def test_twenty_leechers_multi_file_over_udp(clients, tracker_process, tmp_path):
+    folder = tmp_path / "seed" / "album"
+    make_file(folder / "a.bin", 700_000, seed=2)
+    make_file(folder / "sub" / "b.bin", 1_000_001, seed=3)
+    (folder / "sub" / "empty.txt").write_bytes(b"")
+    make_file(folder / "c.txt", 5, seed=4)
+    _, meta = torrent_for(folder, [f"udp://{tracker_process}/announce"], piece_length=16384 * 2)
+    await _swarm(clients, tracker_process, folder, meta, 20, tmp_path)
+    want = tree_digest(folder)
+    for i in range(20):
+        assert tree_digest(tmp_path / f"leech{i}" / "album") == want
+
+
+async def test_resume_fetches_only_missing_pieces(clients, tracker_process, tmp_path):
+    src = make_file(tmp_path / "seed" / "data.bin", 1024 * 1024, seed=5)
+    _, meta = torrent_for(src, [f"http://{tracker_process}/announce"], piece_length=65536)
+    # a partial copy: the first half of the pieces present, the rest zeros
+    part = tmp_path / "leech" / "data.bin"
+    part.parent.mkdir(parents=True)
+    data = src.read_bytes()
+    part.write_bytes(data[: 8 * 65536] + bytes(len(data) - 8 * 65536))
+    seed = await clients()
+    await seed.add_torrent(meta, src.parent)
+    leecher = await clients()
+    torrent = await leecher.add_torrent(meta, part.parent)
+    assert torrent.status().have == 8  # verified on start
+    await asyncio.wait_for(torrent.complete.wait(), 60)
+    assert sha1_of(part) == sha1_of(src)
+    assert torrent.downloaded == len(data) - 8 * 65536  # nothing verified was fetched again
+
+
+async def test_complete_data_just_seeds(clients, tracker_process, tmp_path):
+    src = make_file(tmp_path / "seed" / "x.bin", 200_000, seed=6)
+    _, meta = torrent_for(src, [f"http://{tracker_process}/announce"], piece_length=16384)
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    shutil.copy(src, copy / "x.bin")
+    client = await clients()
+    torrent = await client.add_torrent(meta, copy)
+    assert torrent.complete.is_set() and torrent.downloaded == 0
