@@ -97,6 +97,8 @@ def common_peer_options(f):
     f = click.option("--download-limit", type=RATE, default=None, help="e.g. 500KiB.")(f)
     f = click.option("--max-peers", type=int, default=50, show_default=True, help="Connections per torrent.")(f)
     f = click.option("--no-lsd", is_flag=True, help="No Local Service Discovery (BEP 14).")(f)
+    f = click.option("--wait-for", "gate", type=click.Path(path_type=Path), default=None, hidden=True,
+                     help="Benchmarks: listen at once, start the torrent when this file exists.")(f)
     return f
 
 
@@ -167,7 +169,7 @@ def _run(meta: Metainfo, root: Path, *, seed: bool, mode: str, must_exist: bool 
     if opts["no_lsd"]:
         config.lsd = False
     try:
-        code = asyncio.run(_session(meta, root, config, seed=seed, mode=mode))
+        code = asyncio.run(_session(meta, root, config, seed=seed, mode=mode, gate=opts.get("gate")))
     except KNOWN_ERRORS as exc:
         fail(_describe(exc))
     except KeyboardInterrupt:
@@ -181,7 +183,8 @@ def _describe(exc: BaseException) -> str:
     return str(exc)
 
 
-async def _session(meta: Metainfo, root: Path, config: ClientConfig, *, seed: bool, mode: str) -> int:
+async def _session(meta: Metainfo, root: Path, config: ClientConfig, *, seed: bool, mode: str,
+                   gate: Path | None = None) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -191,6 +194,10 @@ async def _session(meta: Metainfo, root: Path, config: ClientConfig, *, seed: bo
     click.echo(f"swarm-peer: listening on port {client.port}", err=False)
     sys.stdout.flush()
     try:
+        if gate is not None:
+            while not gate.exists() and not stop.is_set():
+                await asyncio.sleep(0.01)
+        started = loop.time()
         torrent = await client.add_torrent(meta, root, mode=mode)
         target = root / meta.name
         progress = ProgressReporter()
@@ -203,7 +210,7 @@ async def _session(meta: Metainfo, root: Path, config: ClientConfig, *, seed: bo
             return 2
         if not torrent.complete.is_set():
             return 0  # interrupted
-        click.echo(f"complete: {target.resolve()}")
+        click.echo(f"complete: {target.resolve()} ({loop.time() - started:.2f} s)")
         sys.stdout.flush()
         if seed and not stop.is_set():
             click.echo(f"seeding {meta.name} on port {client.port}; Ctrl-C to stop")
@@ -215,6 +222,9 @@ async def _session(meta: Metainfo, root: Path, config: ClientConfig, *, seed: bo
         return 0
     finally:
         await client.close()
+        totals = [(t.uploaded, t.downloaded) for t in client.torrents.values()]
+        click.echo(f"totals: uploaded={sum(u for u, _ in totals)} downloaded={sum(d for _, d in totals)}")
+        sys.stdout.flush()
 
 
 async def _watch(torrent: Torrent, progress: ProgressReporter, stop: asyncio.Event) -> None:
