@@ -1,0 +1,564 @@
+"""Tracker protocols: HTTP announce/scrape (BEP 3, 7, 23, 48) and UDP (BEP 15).
+
+Pure encode/decode for both sides, no sockets. The tracker and the peer share
+these functions, so a request built by one is exactly what the other parses.
+
+HTTP queries carry raw 20-byte info-hashes and peer ids. They are
+percent-encoded byte by byte (only RFC 3986 unreserved characters stay as
+they are) and parsed from the *raw* query string with `unquote_to_bytes`:
+decoding the query to text first would mangle the binary values.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from urllib.parse import quote_from_bytes, unquote_to_bytes, urlsplit, urlunsplit
+
+from common.bencoding import BencodeError, bdecode, bencode
+
+__all__ = [
+    "TrackerProtocolError", "TrackerFailure", "PeerAddr", "AnnounceRequest",
+    "AnnounceResponse", "ScrapeStats", "EVENTS", "build_announce_url",
+    "parse_announce_query", "encode_announce_response", "decode_announce_response",
+    "encode_failure", "scrape_url_for", "build_scrape_url", "parse_scrape_query",
+    "encode_scrape_response", "decode_scrape_response", "encode_compact_peers",
+    "decode_compact_peers", "PROTOCOL_ID", "ACTION_CONNECT", "ACTION_ANNOUNCE",
+    "ACTION_SCRAPE", "ACTION_ERROR", "UDP_EVENTS", "UdpConnectRequest",
+    "UdpConnectResponse", "UdpAnnounceRequest", "UdpAnnounceResponse", "UdpScrapeRequest",
+    "UdpScrapeResponse", "UdpError", "encode_udp", "decode_udp_request",
+    "decode_udp_response",
+]
+
+
+class TrackerProtocolError(ValueError):
+    """A request or response that does not follow the tracker protocol."""
+
+
+class TrackerFailure(Exception):
+    """The tracker answered with a `failure reason`: it understood us and said no."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"tracker failure: {reason}")
+        self.reason = reason
+
+
+# -- records ----------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class PeerAddr:
+    ip: str            # dotted IPv4 or IPv6 text, as socket.inet_ntop writes it
+    port: int
+    peer_id: bytes | None = None
+
+
+EVENTS = ("", "started", "completed", "stopped")
+
+
+@dataclass(slots=True)
+class AnnounceRequest:
+    info_hash: bytes
+    peer_id: bytes
+    port: int
+    uploaded: int = 0
+    downloaded: int = 0
+    left: int = 0
+    event: str = ""            # one of EVENTS
+    numwant: int | None = None  # None: the tracker's default
+    compact: bool = True
+    key: int | None = None      # 32-bit; lets a tracker recognise a client whose IP changed
+
+
+@dataclass(slots=True)
+class AnnounceResponse:
+    interval: int
+    peers: list[PeerAddr] = field(default_factory=list)
+    complete: int = 0           # seeders
+    incomplete: int = 0         # leechers
+    min_interval: int | None = None
+    warning: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ScrapeStats:
+    complete: int
+    downloaded: int
+    incomplete: int
+
+
+# -- compact peers (BEP 23, BEP 7) ------------------------------------------------------
+
+def _pack_ip(ip: str) -> bytes:
+    """4 bytes for IPv4 (also for IPv4-mapped IPv6 text), 16 for IPv6."""
+    try:
+        return socket.inet_pton(socket.AF_INET, ip)
+    except OSError:
+        pass
+    try:
+        packed = socket.inet_pton(socket.AF_INET6, ip)
+    except (OSError, ValueError):
+        raise TrackerProtocolError(f"not an IP address: {ip!r}") from None
+    if packed[:12] == b"\0" * 10 + b"\xff\xff":
+        return packed[12:]
+    return packed
+
+
+def encode_compact_peers(peers: Iterable[PeerAddr]) -> tuple[bytes, bytes]:
+    """(`peers`, `peers6`): 6 bytes per IPv4 peer, 18 per IPv6 peer (ip, big-endian port)."""
+    v4: list[bytes] = []
+    v6: list[bytes] = []
+    for peer in peers:
+        packed = _pack_ip(peer.ip)
+        if not 0 <= peer.port <= 0xFFFF:
+            raise TrackerProtocolError(f"port out of range: {peer.port}")
+        (v4 if len(packed) == 4 else v6).append(packed + peer.port.to_bytes(2, "big"))
+    return b"".join(v4), b"".join(v6)
+
+
+def decode_compact_peers(data: bytes, ipv6: bool = False) -> list[PeerAddr]:
+    family, size = (socket.AF_INET6, 18) if ipv6 else (socket.AF_INET, 6)
+    if len(data) % size:
+        raise TrackerProtocolError(
+            f"compact peer list of {len(data)} bytes is not a multiple of {size}")
+    return [
+        PeerAddr(socket.inet_ntop(family, data[i:i + size - 2]),
+                 int.from_bytes(data[i + size - 2:i + size], "big"))
+        for i in range(0, len(data), size)
+    ]
+
+
+# -- HTTP announce -----------------------------------------------------------------------
+
+def _quote(value: bytes | str) -> str:
+    """Percent-encode every byte except the RFC 3986 unreserved set (A-Z a-z 0-9 - . _ ~)."""
+    if isinstance(value, str):
+        value = value.encode()
+    return quote_from_bytes(value, safe="")
+
+
+def _add_query(url: str, params: list[tuple[str, bytes | str]]) -> str:
+    parts = urlsplit(url)
+    extra = "&".join(f"{name}={_quote(value)}" for name, value in params)
+    query = f"{parts.query}&{extra}" if parts.query else extra
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))
+
+
+def build_announce_url(announce_url: str, req: AnnounceRequest) -> str:
+    """The full GET URL for an HTTP announce; any query already in the URL is kept."""
+    params: list[tuple[str, bytes | str]] = [
+        ("info_hash", req.info_hash), ("peer_id", req.peer_id), ("port", str(req.port)),
+        ("uploaded", str(req.uploaded)), ("downloaded", str(req.downloaded)),
+        ("left", str(req.left)), ("compact", "1" if req.compact else "0"),
+    ]
+    if req.event:
+        params.append(("event", req.event))
+    if req.numwant is not None:
+        params.append(("numwant", str(req.numwant)))
+    if req.key is not None:
+        params.append(("key", f"{req.key & 0xFFFFFFFF:08X}"))
+    return _add_query(announce_url, params)
+
+
+_MAX_QUERY = 8192
+
+
+def _split_query(raw_query: str | bytes) -> list[tuple[str, bytes]]:
+    """Raw `a=b&c=d` into (name, value bytes) pairs; '+' is a space, as in HTML forms."""
+    if isinstance(raw_query, str):
+        if not raw_query.isascii():
+            raise TrackerProtocolError("query string must be ASCII (percent-encode binary values)")
+        raw_query = raw_query.encode("ascii")
+    if len(raw_query) > _MAX_QUERY:
+        raise TrackerProtocolError(f"query string longer than {_MAX_QUERY} bytes")
+    pairs = []
+    for part in raw_query.split(b"&"):
+        if not part:
+            continue
+        name, _, value = part.partition(b"=")
+        name_text = unquote_to_bytes(name.replace(b"+", b" ")).decode("utf-8", "replace")
+        pairs.append((name_text, unquote_to_bytes(value.replace(b"+", b" "))))
+    return pairs
+
+
+def _parse_uint(name: str, value: bytes) -> int:
+    if not value.isdigit() or len(value) > 20:
+        raise TrackerProtocolError(f"{name} must be a non-negative integer, got {value[:30]!r}")
+    return int(value)
+
+
+def _parse_hash(name: str, value: bytes) -> bytes:
+    if len(value) != 20:
+        raise TrackerProtocolError(f"{name} must be 20 bytes, got {len(value)}")
+    return value
+
+
+_INT_FIELDS = ("uploaded", "downloaded", "left")
+
+
+def parse_announce_query(raw_query: str | bytes) -> AnnounceRequest:
+    """Parse and validate the raw query string of GET /announce (the `ip` parameter is ignored)."""
+    params: dict[str, bytes] = {}
+    for name, value in _split_query(raw_query):
+        if name in params:
+            raise TrackerProtocolError(f"parameter {name} given twice")
+        params[name] = value
+    for required in ("info_hash", "peer_id", "port"):
+        if required not in params:
+            raise TrackerProtocolError(f"missing parameter {required}")
+    info_hash = _parse_hash("info_hash", params["info_hash"])
+    peer_id = _parse_hash("peer_id", params["peer_id"])
+    port = _parse_uint("port", params["port"])
+    if not 1 <= port <= 0xFFFF:
+        raise TrackerProtocolError(f"port must be 1..65535, got {port}")
+    counters = {name: _parse_uint(name, params[name]) if name in params else 0
+                for name in _INT_FIELDS}
+    event = params.get("event", b"").decode("ascii", "replace")
+    if event == "paused":       # BEP 21: an upload-only client; a regular announce for us
+        event = ""
+    if event not in EVENTS:
+        raise TrackerProtocolError(f"unknown event {event[:30]!r}")
+    numwant = _parse_uint("numwant", params["numwant"]) if "numwant" in params else None
+    compact = params.get("compact", b"1") != b"0"
+    return AnnounceRequest(info_hash=info_hash, peer_id=peer_id, port=port, event=event,
+                           numwant=numwant, compact=compact, key=_parse_key(params.get("key")),
+                           **counters)
+
+
+def _parse_key(value: bytes | None) -> int | None:
+    """Clients send the key as up to 8 hex digits; it is opaque, so anything else is dropped."""
+    if not value or len(value) > 8:
+        return None
+    try:
+        return int(value, 16)
+    except ValueError:
+        return None
+
+
+def _bstr(text: str | bytes) -> bytes:
+    raw = text.encode() if isinstance(text, str) else text
+    return b"%d:%s" % (len(raw), raw)
+
+
+def encode_announce_response(resp: AnnounceResponse, compact: bool = True) -> bytes:
+    """Bencoded announce answer: compact `peers`/`peers6` (BEP 23/7) or the list-of-dicts form.
+
+    Written out by hand in sorted-key order because it is the tracker's hot path.
+    """
+    parts = [b"d8:completei%de10:incompletei%de8:intervali%de" % (
+        resp.complete, resp.incomplete, resp.interval)]
+    if resp.min_interval is not None:
+        parts.append(b"12:min intervali%de" % resp.min_interval)
+    if compact:
+        v4, v6 = encode_compact_peers(resp.peers)
+        parts.append(b"5:peers" + _bstr(v4))
+        if v6:
+            parts.append(b"6:peers6" + _bstr(v6))
+    else:
+        peer_list = []
+        for peer in resp.peers:
+            entry: dict[str, object] = {"ip": peer.ip, "port": peer.port}
+            if peer.peer_id is not None:
+                entry["peer id"] = peer.peer_id
+            peer_list.append(entry)
+        parts.append(b"5:peers" + bencode(peer_list))
+    if resp.warning is not None:
+        parts.append(b"15:warning message" + _bstr(resp.warning))
+    parts.append(b"e")
+    return b"".join(parts)
+
+
+def encode_failure(reason: str) -> bytes:
+    return bencode({"failure reason": reason})
+
+
+def _decode_tracker_dict(data: bytes) -> dict:
+    """Bencoded dict from a tracker; raises TrackerFailure if it carries a `failure reason`."""
+    try:
+        # Real trackers do not always sort their keys; that is harmless in a response.
+        value = bdecode(data, strict_order=False)
+    except BencodeError as exc:
+        raise TrackerProtocolError(f"response is not bencoded: {exc}") from None
+    if not isinstance(value, dict):
+        raise TrackerProtocolError("response is not a bencoded dictionary")
+    if b"failure reason" in value:
+        reason = value[b"failure reason"]
+        raise TrackerFailure(_text(reason) if isinstance(reason, bytes) else repr(reason))
+    return value
+
+
+def _text(raw: bytes) -> str:
+    return raw.decode("utf-8", "replace")
+
+
+def _get_int(d: dict, key: bytes, default: int | None = None) -> int:
+    value = d.get(key, default)
+    if not isinstance(value, int) or value < 0:
+        if value is None:
+            raise TrackerProtocolError(f"response lacks {key.decode()!r}")
+        raise TrackerProtocolError(f"{key.decode()!r} must be a non-negative integer")
+    return value
+
+
+def _peer_from_dict(entry: object) -> PeerAddr:
+    if not isinstance(entry, dict):
+        raise TrackerProtocolError("peer list entry is not a dictionary")
+    ip, port, peer_id = entry.get(b"ip"), entry.get(b"port"), entry.get(b"peer id")
+    if not isinstance(ip, bytes) or not isinstance(port, int) or not 0 < port <= 0xFFFF:
+        raise TrackerProtocolError("peer entry needs 'ip' (string) and 'port' (1..65535)")
+    if peer_id is not None and not isinstance(peer_id, bytes):
+        raise TrackerProtocolError("peer entry 'peer id' must be a string")
+    return PeerAddr(_text(ip), port, peer_id)
+
+
+def decode_announce_response(data: bytes) -> AnnounceResponse:
+    """Parse a tracker's announce answer (compact or dict peers); TrackerFailure on `failure reason`."""
+    d = _decode_tracker_dict(data)
+    peers_field = d.get(b"peers", b"")
+    if isinstance(peers_field, bytes):
+        peers = decode_compact_peers(peers_field)
+    elif isinstance(peers_field, list):
+        peers = [_peer_from_dict(entry) for entry in peers_field]
+    else:
+        raise TrackerProtocolError("'peers' must be a string or a list")
+    peers6 = d.get(b"peers6", b"")
+    if not isinstance(peers6, bytes):
+        raise TrackerProtocolError("'peers6' must be a string")
+    peers += decode_compact_peers(peers6, ipv6=True)
+    warning = d.get(b"warning message")
+    return AnnounceResponse(
+        interval=_get_int(d, b"interval"),
+        peers=peers,
+        complete=_get_int(d, b"complete", 0),
+        incomplete=_get_int(d, b"incomplete", 0),
+        min_interval=_get_int(d, b"min interval") if b"min interval" in d else None,
+        warning=_text(warning) if isinstance(warning, bytes) else None,
+    )
+
+
+# -- HTTP scrape (BEP 48) -----------------------------------------------------------------
+
+def scrape_url_for(announce_url: str) -> str | None:
+    """BEP 48: the scrape URL replaces a last path part starting with `announce`; else None.
+
+    UDP trackers scrape at the same address they announce at, so a udp:// URL is returned as is.
+    """
+    parts = urlsplit(announce_url)
+    if parts.scheme == "udp":
+        return announce_url
+    head, slash, last = parts.path.rpartition("/")
+    if not slash or not last.startswith("announce"):
+        return None
+    path = f"{head}/scrape{last[len('announce'):]}"
+    return urlunsplit((parts.scheme, parts.netloc, path, parts.query, parts.fragment))
+
+
+def build_scrape_url(scrape_url: str, info_hashes: Sequence[bytes]) -> str:
+    return _add_query(scrape_url, [("info_hash", h) for h in info_hashes])
+
+
+def parse_scrape_query(raw_query: str | bytes) -> list[bytes]:
+    """The info-hashes asked for, in order, without repeats; empty means "all" (tracker may refuse)."""
+    hashes: list[bytes] = []
+    for name, value in _split_query(raw_query):
+        if name == "info_hash":
+            value = _parse_hash("info_hash", value)
+            if value not in hashes:
+                hashes.append(value)
+    return hashes
+
+
+def encode_scrape_response(files: dict[bytes, ScrapeStats]) -> bytes:
+    return bencode({"files": {
+        ih: {"complete": s.complete, "downloaded": s.downloaded, "incomplete": s.incomplete}
+        for ih, s in files.items()}})
+
+
+def decode_scrape_response(data: bytes) -> dict[bytes, ScrapeStats]:
+    d = _decode_tracker_dict(data)
+    files = d.get(b"files")
+    if not isinstance(files, dict):
+        raise TrackerProtocolError("scrape response lacks a 'files' dictionary")
+    out: dict[bytes, ScrapeStats] = {}
+    for ih, stats in files.items():
+        if len(ih) != 20 or not isinstance(stats, dict):
+            raise TrackerProtocolError("scrape 'files' entries must be 20-byte hash -> dictionary")
+        out[ih] = ScrapeStats(complete=_get_int(stats, b"complete", 0),
+                              downloaded=_get_int(stats, b"downloaded", 0),
+                              incomplete=_get_int(stats, b"incomplete", 0))
+    return out
+
+
+# -- UDP (BEP 15) -------------------------------------------------------------------------
+
+PROTOCOL_ID = 0x41727101980
+ACTION_CONNECT, ACTION_ANNOUNCE, ACTION_SCRAPE, ACTION_ERROR = 0, 1, 2, 3
+UDP_EVENTS = {"": 0, "completed": 1, "started": 2, "stopped": 3}
+UDP_EVENT_NAMES = {number: name for name, number in UDP_EVENTS.items()}
+MAX_UDP_SCRAPE = 74   # BEP 15: about 74 hashes fit in one packet
+
+_CONNECT = struct.Struct(">QII")            # protocol id / connection id, action, transaction
+_ANNOUNCE_REQ = struct.Struct(">QII20s20sqqqIIIiH")  # 98 bytes
+_HEADER = struct.Struct(">II")              # action, transaction id
+_ANNOUNCE_RESP = struct.Struct(">IIIII")    # action, transaction, interval, leechers, seeders
+_SCRAPE_ENTRY = struct.Struct(">III")       # seeders, completed, leechers
+
+
+@dataclass(frozen=True, slots=True)
+class UdpConnectRequest:
+    transaction_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class UdpConnectResponse:
+    transaction_id: int
+    connection_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class UdpAnnounceRequest:
+    connection_id: int
+    transaction_id: int
+    info_hash: bytes
+    peer_id: bytes
+    downloaded: int
+    left: int
+    uploaded: int
+    event: int        # UDP_EVENTS value
+    ip: int           # 0: use the sender's address (trackers ignore it anyway)
+    key: int
+    num_want: int     # -1: tracker's default
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
+class UdpAnnounceResponse:
+    transaction_id: int
+    interval: int
+    leechers: int
+    seeders: int
+    peers: list[PeerAddr]
+
+
+@dataclass(frozen=True, slots=True)
+class UdpScrapeRequest:
+    connection_id: int
+    transaction_id: int
+    info_hashes: list[bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class UdpScrapeResponse:
+    transaction_id: int
+    stats: list[ScrapeStats]
+
+
+@dataclass(frozen=True, slots=True)
+class UdpError:
+    transaction_id: int
+    message: str
+
+
+UdpMessage = (UdpConnectRequest | UdpConnectResponse | UdpAnnounceRequest | UdpAnnounceResponse
+              | UdpScrapeRequest | UdpScrapeResponse | UdpError)
+
+
+def encode_udp(msg: UdpMessage) -> bytes:
+    """One UDP packet. Announce peers are 6 bytes each if IPv4, 18 if IPv6 (never mixed)."""
+    try:
+        return _encode_udp(msg)
+    except struct.error as exc:
+        raise TrackerProtocolError(f"cannot encode {type(msg).__name__}: {exc}") from None
+
+
+def _encode_udp(msg: UdpMessage) -> bytes:
+    if isinstance(msg, UdpConnectRequest):
+        return _CONNECT.pack(PROTOCOL_ID, ACTION_CONNECT, msg.transaction_id)
+    if isinstance(msg, UdpConnectResponse):
+        return _HEADER.pack(ACTION_CONNECT, msg.transaction_id) + msg.connection_id.to_bytes(8, "big")
+    if isinstance(msg, UdpAnnounceRequest):
+        _check_hash(msg.info_hash, "info_hash")
+        _check_hash(msg.peer_id, "peer_id")
+        return _ANNOUNCE_REQ.pack(
+            msg.connection_id, ACTION_ANNOUNCE, msg.transaction_id, msg.info_hash, msg.peer_id,
+            msg.downloaded, msg.left, msg.uploaded, msg.event, msg.ip, msg.key, msg.num_want,
+            msg.port)
+    if isinstance(msg, UdpAnnounceResponse):
+        v4, v6 = encode_compact_peers(msg.peers)
+        if v4 and v6:
+            raise TrackerProtocolError("a UDP announce response holds IPv4 or IPv6 peers, not both")
+        return _ANNOUNCE_RESP.pack(ACTION_ANNOUNCE, msg.transaction_id, msg.interval,
+                                   msg.leechers, msg.seeders) + v4 + v6
+    if isinstance(msg, UdpScrapeRequest):
+        for h in msg.info_hashes:
+            _check_hash(h, "info_hash")
+        return _CONNECT.pack(msg.connection_id, ACTION_SCRAPE, msg.transaction_id) + b"".join(
+            msg.info_hashes)
+    if isinstance(msg, UdpScrapeResponse):
+        return _HEADER.pack(ACTION_SCRAPE, msg.transaction_id) + b"".join(
+            _SCRAPE_ENTRY.pack(s.complete, s.downloaded, s.incomplete) for s in msg.stats)
+    if isinstance(msg, UdpError):
+        return _HEADER.pack(ACTION_ERROR, msg.transaction_id) + msg.message.encode()
+    raise TypeError(f"not a UDP tracker message: {type(msg).__name__}")
+
+
+def _check_hash(value: bytes, name: str) -> None:
+    if not isinstance(value, bytes) or len(value) != 20:
+        raise TrackerProtocolError(f"{name} must be 20 bytes")
+
+
+def decode_udp_request(data: bytes) -> UdpConnectRequest | UdpAnnounceRequest | UdpScrapeRequest:
+    """What a UDP tracker receives. Extra bytes after an announce (BEP 41 options) are ignored."""
+    if len(data) < 16:
+        raise TrackerProtocolError(f"UDP request of {len(data)} bytes is shorter than 16")
+    connection_id, action, transaction_id = _CONNECT.unpack_from(data)
+    if action == ACTION_CONNECT:
+        if connection_id != PROTOCOL_ID:
+            raise TrackerProtocolError("connect request without the BEP 15 protocol id")
+        return UdpConnectRequest(transaction_id)
+    if action == ACTION_ANNOUNCE:
+        if len(data) < _ANNOUNCE_REQ.size:
+            raise TrackerProtocolError(
+                f"UDP announce of {len(data)} bytes is shorter than {_ANNOUNCE_REQ.size}")
+        (_, _, _, info_hash, peer_id, downloaded, left, uploaded, event, ip, key, num_want,
+         port) = _ANNOUNCE_REQ.unpack_from(data)
+        return UdpAnnounceRequest(connection_id, transaction_id, info_hash, peer_id, downloaded,
+                                  left, uploaded, event, ip, key, num_want, port)
+    if action == ACTION_SCRAPE:
+        body = data[16:]
+        if not body or len(body) % 20:
+            raise TrackerProtocolError(
+                f"UDP scrape needs a whole number of 20-byte hashes, got {len(body)} bytes")
+        return UdpScrapeRequest(connection_id, transaction_id,
+                                [body[i:i + 20] for i in range(0, len(body), 20)])
+    raise TrackerProtocolError(f"unknown UDP request action {action}")
+
+
+def decode_udp_response(
+    data: bytes, ipv6: bool = False,
+) -> UdpConnectResponse | UdpAnnounceResponse | UdpScrapeResponse | UdpError:
+    """What a UDP tracker client receives; `ipv6` says the peers are 18-byte entries."""
+    if len(data) < 8:
+        raise TrackerProtocolError(f"UDP response of {len(data)} bytes is shorter than 8")
+    action, transaction_id = _HEADER.unpack_from(data)
+    if action == ACTION_CONNECT:
+        if len(data) < 16:
+            raise TrackerProtocolError("UDP connect response shorter than 16 bytes")
+        return UdpConnectResponse(transaction_id, int.from_bytes(data[8:16], "big"))
+    if action == ACTION_ANNOUNCE:
+        if len(data) < _ANNOUNCE_RESP.size:
+            raise TrackerProtocolError("UDP announce response shorter than 20 bytes")
+        _, _, interval, leechers, seeders = _ANNOUNCE_RESP.unpack_from(data)
+        peers = decode_compact_peers(data[_ANNOUNCE_RESP.size:], ipv6=ipv6)
+        return UdpAnnounceResponse(transaction_id, interval, leechers, seeders, peers)
+    if action == ACTION_SCRAPE:
+        body = data[8:]
+        if len(body) % 12:
+            raise TrackerProtocolError("UDP scrape response is not a whole number of 12-byte entries")
+        stats = [ScrapeStats(complete=s, downloaded=c, incomplete=lc)
+                 for s, c, lc in _SCRAPE_ENTRY.iter_unpack(body)]
+        return UdpScrapeResponse(transaction_id, stats)
+    if action == ACTION_ERROR:
+        return UdpError(transaction_id, _text(data[8:]))
+    raise TrackerProtocolError(f"unknown UDP response action {action}")

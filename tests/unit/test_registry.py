@@ -1,0 +1,188 @@
+"""SwarmRegistry with a fake clock: who is listed, counted, capped and forgotten."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from common.tracker_proto import AnnounceRequest, PeerAddr, ScrapeStats
+from tracker.registry import RegistryError, SwarmRegistry
+
+IH = b"\x11" * 20
+IH2 = b"\x22" * 20
+
+
+def pid(n: int) -> bytes:
+    return b"-SW0001-%012d" % n
+
+
+def req(n: int, *, left: int = 100, event: str = "", numwant: int | None = None,
+        info_hash: bytes = IH, port: int | None = None, peer_id: bytes | None = None) -> AnnounceRequest:
+    return AnnounceRequest(info_hash=info_hash, peer_id=peer_id or pid(n), port=port or 10000 + n,
+                           left=left, event=event, numwant=numwant)
+
+
+def ip(n: int) -> str:
+    return f"10.0.{n // 256}.{n % 256}"
+
+
+@pytest.fixture
+def reg() -> SwarmRegistry:
+    return SwarmRegistry(interval=100, rng=random.Random(7))
+
+
+def test_first_peer_gets_nobody_and_is_counted(reg):
+    resp = reg.announce(req(1, event="started"), ip(1), now=0)
+    assert resp.peers == [] and (resp.complete, resp.incomplete) == (0, 1)
+    assert resp.interval == 100
+
+
+def test_peers_see_each_other_never_themselves(reg):
+    for n in range(5):
+        reg.announce(req(n), ip(n), now=0)
+    for n in range(5):
+        resp = reg.announce(req(n), ip(n), now=1)
+        listed = {(p.ip, p.port) for p in resp.peers}
+        assert listed == {(ip(m), 10000 + m) for m in range(5) if m != n}
+    assert all(p.peer_id == pid(int(p.ip.split(".")[3])) for p in resp.peers)
+
+
+def test_self_exclusion_in_big_swarm_with_sampling(reg):
+    for n in range(200):
+        reg.announce(req(n, left=n % 2), ip(n), now=0)
+    for n in range(200):
+        resp = reg.announce(req(n, left=n % 2, numwant=30), ip(n), now=1)
+        assert len(resp.peers) == 30
+        assert (ip(n), 10000 + n) not in {(p.ip, p.port) for p in resp.peers}
+        assert len({(p.ip, p.port) for p in resp.peers}) == 30
+
+
+def test_numwant_default_and_cap():
+    reg = SwarmRegistry(interval=100, max_numwant=80, default_numwant=50)
+    for n in range(120):
+        reg.announce(req(n), ip(n), now=0)
+    assert len(reg.announce(req(0), ip(0), now=1).peers) == 50
+    assert len(reg.announce(req(0, numwant=1000), ip(0), now=1).peers) == 80
+    assert len(reg.announce(req(0, numwant=3), ip(0), now=1).peers) == 3
+    assert reg.announce(req(0, numwant=0), ip(0), now=1).peers == []
+
+
+def test_sampling_is_random(reg):
+    for n in range(100):
+        reg.announce(req(n), ip(n), now=0)
+    seen = set()
+    for _ in range(20):
+        seen |= {p.port for p in reg.announce(req(0, numwant=10), ip(0), now=1).peers}
+    assert len(seen) > 50
+
+
+def test_seeder_gets_leechers_first(reg):
+    for n in range(30):
+        reg.announce(req(n, left=0), ip(n), now=0)        # 30 seeders
+    for n in range(30, 40):
+        reg.announce(req(n, left=5), ip(n), now=0)        # 10 leechers
+    resp = reg.announce(req(0, left=0, numwant=15), ip(0), now=1)
+    ports = [p.port for p in resp.peers]
+    assert set(ports[:10]) == {10000 + n for n in range(30, 40)}
+    assert len(ports) == 15 and all(10000 < p < 10030 for p in ports[10:])
+    assert (resp.complete, resp.incomplete) == (30, 10)
+
+
+def test_leecher_gets_seeders_and_leechers(reg):
+    for n in range(40):
+        reg.announce(req(n, left=0 if n < 20 else 9), ip(n), now=0)
+    seen = set()
+    for _ in range(10):
+        seen |= {p.port < 10020 for p in reg.announce(req(39, left=9, numwant=10), ip(39), now=1).peers}
+    assert seen == {True, False}
+
+
+def test_counts_follow_left_changes_and_completed_counted_once(reg):
+    reg.announce(req(1, left=10, event="started"), ip(1), now=0)
+    reg.announce(req(2, left=10, event="started"), ip(2), now=0)
+    assert reg.scrape([IH]) == {IH: ScrapeStats(complete=0, downloaded=0, incomplete=2)}
+    reg.announce(req(1, left=0, event="completed"), ip(1), now=1)
+    reg.announce(req(1, left=0, event="completed"), ip(1), now=2)   # a repeat is not a new download
+    assert reg.scrape([IH]) == {IH: ScrapeStats(complete=1, downloaded=1, incomplete=1)}
+    reg.announce(req(2, left=0, event="completed"), ip(2), now=3)
+    assert reg.scrape([IH]) == {IH: ScrapeStats(complete=2, downloaded=2, incomplete=0)}
+    reg.announce(req(2, left=4), ip(2), now=4)     # a seeder that lost data is a leecher again
+    assert reg.scrape([IH])[IH] == ScrapeStats(complete=1, downloaded=2, incomplete=1)
+
+
+def test_stopped_removes_peer_and_empty_swarm(reg):
+    reg.announce(req(1), ip(1), now=0)
+    reg.announce(req(2), ip(2), now=0)
+    resp = reg.announce(req(1, event="stopped"), ip(1), now=1)
+    assert resp.peers == [] and (resp.complete, resp.incomplete) == (0, 1)
+    assert reg.peers_of(IH) == [PeerAddr(ip(2), 10002, pid(2))]
+    reg.announce(req(2, event="stopped"), ip(2), now=2)
+    assert reg.torrent_count == 0
+    # stopping on an unknown torrent does not create it
+    reg.announce(req(3, event="stopped", info_hash=IH2), ip(3), now=3)
+    assert reg.torrent_count == 0
+
+
+def test_peer_keyed_by_address_new_peer_id_replaces(reg):
+    reg.announce(req(1), "1.2.3.4", now=0)
+    reg.announce(req(1, peer_id=b"X" * 20), "1.2.3.4", now=1)
+    assert reg.peers_of(IH) == [PeerAddr("1.2.3.4", 10001, b"X" * 20)]
+    reg.announce(req(1, port=999), "1.2.3.4", now=1)    # another port: another peer
+    assert len(reg.peers_of(IH)) == 2
+
+
+def test_ipv4_mapped_address_is_plain_ipv4(reg):
+    reg.announce(req(1), "::ffff:1.2.3.4", now=0)
+    reg.announce(req(1), "1.2.3.4", now=1)
+    assert reg.peers_of(IH) == [PeerAddr("1.2.3.4", 10001, pid(1))]
+
+
+def test_expiry_after_two_intervals(reg):
+    reg.announce(req(1), ip(1), now=0)
+    reg.announce(req(2), ip(2), now=150)
+    assert reg.expire(now=199) == 0
+    assert reg.expire(now=201) == 1                      # peer 1 silent for > 2 * interval
+    assert [p.port for p in reg.peers_of(IH)] == [10002]
+    assert reg.expire(now=351) == 1
+    assert reg.torrent_count == 0 and reg.peer_count == 0
+
+
+def test_reannounce_keeps_peer_alive(reg):
+    reg.announce(req(1), ip(1), now=0)
+    for t in range(150, 1000, 150):
+        reg.announce(req(1), ip(1), now=t)
+        reg.expire(now=t + 1)
+    assert reg.peer_count == 1
+
+
+def test_max_torrents_refuses_new_torrents_with_reason():
+    reg = SwarmRegistry(max_torrents=2)
+    reg.announce(req(1, info_hash=b"\x01" * 20), ip(1), now=0)
+    reg.announce(req(1, info_hash=b"\x02" * 20), ip(1), now=0)
+    with pytest.raises(RegistryError, match="tracker is full: it already tracks 2 torrents"):
+        reg.announce(req(1, info_hash=b"\x03" * 20), ip(1), now=0)
+    reg.announce(req(2, info_hash=b"\x02" * 20), ip(2), now=0)     # known torrents still work
+    reg.announce(req(1, info_hash=b"\x01" * 20, event="stopped"), ip(1), now=0)
+    reg.announce(req(1, info_hash=b"\x03" * 20), ip(1), now=0)     # a slot came free
+
+
+def test_max_peers_per_torrent_lists_no_more_but_still_answers():
+    reg = SwarmRegistry(max_peers_per_torrent=3)
+    for n in range(3):
+        reg.announce(req(n), ip(n), now=0)
+    resp = reg.announce(req(9), ip(9), now=0)
+    assert len(resp.peers) == 3 and resp.warning == "swarm is full: you get peers but are not listed"
+    assert reg.peer_count == 3
+    assert reg.announce(req(0), ip(0), now=1).warning is None      # a listed peer re-announces fine
+
+
+def test_scrape_unknown_and_all(reg):
+    reg.announce(req(1, left=0), ip(1), now=0)
+    reg.announce(req(2, info_hash=IH2), ip(2), now=0)
+    assert reg.scrape([b"\x99" * 20]) == {b"\x99" * 20: ScrapeStats(0, 0, 0)}
+    assert reg.scrape([]) == {IH: ScrapeStats(1, 0, 0), IH2: ScrapeStats(0, 0, 1)}
+    capped = SwarmRegistry(max_scrape_all=1)
+    capped.announce(req(1), ip(1), now=0)
+    capped.announce(req(1, info_hash=IH2), ip(1), now=0)
+    assert len(capped.scrape([])) == 1

@@ -1,0 +1,100 @@
+"""`swarm-tracker start`: the tracker as a program.
+
+Prints one "listening on" line (tests read the port from it when --port 0), runs until
+Ctrl-C or SIGTERM, then exits 0. A bad option is one error line and exit status 2.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+
+import click
+
+from common.rates import parse_rate
+from tracker.server import BindError, TrackerConfig, start_tracker
+
+
+def _fail(message: str) -> None:
+    click.echo(f"swarm-tracker: error: {message}", err=True)
+    sys.exit(2)
+
+
+@click.group()
+def main() -> None:
+    """swarm's BitTorrent tracker (HTTP and UDP)."""
+
+
+@main.command()
+@click.option("--host", default="0.0.0.0", show_default=True, help="Address to listen on ('::' for IPv6 too).")
+@click.option("--port", default=6969, show_default=True, type=int,
+              help="TCP and UDP port; 0 picks a free one.")
+@click.option("--interval", default=1800, show_default=True, type=int,
+              help="Seconds between announces that the tracker asks for.")
+@click.option("--torrents", "torrents_dir", default=None, metavar="DIR",
+              help="Serve the .torrent files of DIR at /torrents/ and name them on the index page.")
+@click.option("--files", "files_dir", default=None, metavar="DIR",
+              help="Serve the files under DIR at /files/ (with Range: usable as a web seed).")
+@click.option("--upload-limit", default=None, metavar="RATE",
+              help="Cap the total rate of /files/ downloads, e.g. 2MiB.")
+@click.option("--max-torrents", default=10_000, show_default=True, type=int,
+              help="Torrents tracked at most; more are refused.")
+@click.option("--max-peers", default=1000, show_default=True, type=int,
+              help="Peers listed per torrent at most.")
+def start(host: str, port: int, interval: int, torrents_dir: str | None, files_dir: str | None,
+          upload_limit: str | None, max_torrents: int, max_peers: int) -> None:
+    """Run the tracker until interrupted."""
+    if not 0 <= port <= 65535:
+        _fail(f"--port must be 0..65535, got {port}")
+    if interval < 1:
+        _fail(f"--interval must be at least 1 second, got {interval}")
+    if max_torrents < 1 or max_peers < 1:
+        _fail("--max-torrents and --max-peers must be at least 1")
+    for option, folder in (("--torrents", torrents_dir), ("--files", files_dir)):
+        if folder is not None and not Path(folder).is_dir():
+            _fail(f"{option} {folder}: not a directory")
+    limit = None
+    if upload_limit is not None:
+        try:
+            limit = parse_rate(upload_limit) or None
+        except ValueError as exc:
+            _fail(f"--upload-limit: {exc}")
+    config = TrackerConfig(host=host, port=port, interval=interval,
+                           torrents_dir=Path(torrents_dir) if torrents_dir else None,
+                           files_dir=Path(files_dir) if files_dir else None,
+                           upload_limit=limit, max_torrents=max_torrents, max_peers=max_peers)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            runner.run(_serve(config))
+    except BindError as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:   # a second Ctrl-C during shutdown
+        pass
+
+
+def _loop_factory():
+    try:
+        import uvloop           # optional: noticeably more requests per second
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
+async def _serve(config: TrackerConfig) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    tracker = await start_tracker(config)
+    where = tracker.base_url
+    print(f"swarm-tracker listening on http://{where}/announce and udp://{where}/announce",
+          flush=True)
+    try:
+        await stop.wait()
+    finally:
+        await tracker.close()
+    print("swarm-tracker stopped", flush=True)

@@ -1,0 +1,258 @@
+"""The tracker's HTTP side (aiohttp): announce, scrape, statistics, and a small file server.
+
+Routes:
+  GET /announce           BEP 3/23/7: bencoded peers; errors are HTTP 200 + `failure reason`,
+                          because that is the only error a BitTorrent client shows its user
+  GET /scrape             BEP 48
+  GET /stats.json         every torrent's counters as JSON
+  GET /                   an HTML index of the torrents
+  GET /torrents/<file>    .torrent files from --torrents DIR (listed at /torrents/)
+  GET /files/<path>       files under --files DIR with Range support (a BEP 19 web seed),
+                          optionally throttled by one TokenBucket shared by all downloads
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiofiles
+from aiohttp import web
+
+from common.metainfo import MetainfoError, load_metainfo
+from common.rates import TokenBucket, format_bytes
+from common.tracker_proto import (
+    TrackerProtocolError, encode_announce_response, encode_failure, encode_scrape_response,
+    parse_announce_query, parse_scrape_query,
+)
+from tracker.registry import RegistryError, SwarmRegistry
+
+__all__ = ["TorrentCatalog", "create_app"]
+
+log = logging.getLogger("swarm.tracker")
+
+_BENCODE_TYPE = "text/plain"   # what most trackers send; clients do not look at it
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogEntry:
+    filename: str
+    name: str
+    total_length: int
+    info_hash: bytes
+
+
+class TorrentCatalog:
+    """The .torrent files of a folder, re-read whenever the folder changes."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._stamp: float | None = None
+        self.by_file: dict[str, CatalogEntry] = {}
+        self.by_hash: dict[bytes, CatalogEntry] = {}
+
+    def refresh(self) -> None:
+        try:
+            stamp = self.folder.stat().st_mtime
+        except OSError:
+            return
+        if stamp == self._stamp:
+            return
+        self._stamp = stamp
+        by_file = {}
+        for path in sorted(self.folder.glob("*.torrent")):
+            try:
+                meta = load_metainfo(path)
+            except MetainfoError as exc:
+                log.warning("skipping %s", exc)
+                continue
+            by_file[path.name] = CatalogEntry(path.name, meta.name, meta.total_length, meta.info_hash)
+        self.by_file = by_file
+        self.by_hash = {e.info_hash: e for e in by_file.values()}
+
+
+def _inside(root: Path, relative: str) -> Path | None:
+    """root/relative if it is a regular file inside root (no '..' or symlink escapes)."""
+    try:
+        target = (root / relative).resolve()
+    except (OSError, ValueError):
+        return None
+    if not target.is_relative_to(root) or not target.is_file():
+        return None
+    return target
+
+
+class TrackerHttp:
+    def __init__(self, registry: SwarmRegistry, clock: Callable[[], float],
+                 torrents_dir: Path | None, files_dir: Path | None,
+                 upload_limit: int | None) -> None:
+        self.registry = registry
+        self.clock = clock
+        self.catalog = TorrentCatalog(torrents_dir.resolve()) if torrents_dir else None
+        self.files_dir = files_dir.resolve() if files_dir else None
+        self.bucket = TokenBucket(upload_limit) if upload_limit else None
+
+    # -- tracker protocol -------------------------------------------------------------------
+    async def announce(self, request: web.Request) -> web.Response:
+        # The raw query: aiohttp's decoded one would have mangled the binary info_hash.
+        query = request.raw_path.partition("?")[2]
+        try:
+            req = parse_announce_query(query)
+            resp = self.registry.announce(req, request.remote or "", self.clock())
+            body = encode_announce_response(resp, compact=req.compact)
+        except (TrackerProtocolError, RegistryError) as exc:
+            body = encode_failure(str(exc))
+        except Exception:
+            log.exception("announce %r failed", query[:200])
+            body = encode_failure("internal tracker error")
+        return web.Response(body=body, content_type=_BENCODE_TYPE)
+
+    async def scrape(self, request: web.Request) -> web.Response:
+        try:
+            hashes = parse_scrape_query(request.raw_path.partition("?")[2])
+            body = encode_scrape_response(self.registry.scrape(hashes))
+        except TrackerProtocolError as exc:
+            body = encode_failure(str(exc))
+        return web.Response(body=body, content_type=_BENCODE_TYPE)
+
+    # -- for people -------------------------------------------------------------------------
+    def _rows(self) -> list[dict]:
+        """One row per torrent the registry or the catalog knows about."""
+        known: dict[bytes, CatalogEntry] = {}
+        if self.catalog is not None:
+            self.catalog.refresh()
+            known = self.catalog.by_hash
+        stats = self.registry.scrape([])
+        rows = []
+        for info_hash in [*stats, *(h for h in known if h not in stats)]:
+            s = stats.get(info_hash)
+            entry = known.get(info_hash)
+            row = {"info_hash": info_hash.hex(), "complete": s.complete if s else 0,
+                   "incomplete": s.incomplete if s else 0, "downloaded": s.downloaded if s else 0}
+            if entry:
+                row.update(name=entry.name, size=entry.total_length, torrent=entry.filename)
+            rows.append(row)
+        return rows
+
+    async def stats_json(self, request: web.Request) -> web.Response:
+        return web.json_response({"torrents": self._rows(),
+                                  "torrent_count": self.registry.torrent_count,
+                                  "peer_count": self.registry.peer_count})
+
+    async def index(self, request: web.Request) -> web.Response:
+        lines = ["<!doctype html><html><head><meta charset='utf-8'><title>swarm tracker</title>",
+                 "<style>body{font-family:sans-serif}td,th{padding:2px 10px;text-align:left}"
+                 "td.n{text-align:right}</style></head><body><h1>swarm tracker</h1>",
+                 f"<p>{self.registry.torrent_count} torrents, {self.registry.peer_count} peers. "
+                 "Announce at <code>/announce</code>, scrape at <code>/scrape</code>, "
+                 "JSON at <a href='/stats.json'>/stats.json</a>.</p>",
+                 "<table><tr><th>name</th><th>size</th><th>info-hash</th><th>seeders</th>"
+                 "<th>leechers</th><th>completed</th></tr>"]
+        for row in self._rows():
+            if "torrent" in row:
+                name = (f"<a href='/torrents/{html.escape(row['torrent'], quote=True)}'>"
+                        f"{html.escape(row['name'])}</a>")
+                size = format_bytes(row["size"])
+            else:
+                name, size = "", ""
+            lines.append(f"<tr><td>{name}</td><td class=n>{size}</td><td><code>{row['info_hash']}"
+                         f"</code></td><td class=n>{row['complete']}</td><td class=n>"
+                         f"{row['incomplete']}</td><td class=n>{row['downloaded']}</td></tr>")
+        lines.append("</table></body></html>")
+        return web.Response(text="\n".join(lines), content_type="text/html")
+
+    # -- .torrent files -----------------------------------------------------------------------
+    async def torrent_list(self, request: web.Request) -> web.Response:
+        assert self.catalog is not None
+        self.catalog.refresh()
+        items = "".join(
+            f"<li><a href='/torrents/{html.escape(e.filename, quote=True)}'>"
+            f"{html.escape(e.filename)}</a> {html.escape(e.name)} ({format_bytes(e.total_length)}) "
+            f"<code>{e.info_hash.hex()}</code></li>"
+            for e in self.catalog.by_file.values())
+        return web.Response(text=f"<!doctype html><html><body><h1>torrents</h1><ul>{items}</ul>"
+                                 "</body></html>", content_type="text/html")
+
+    async def torrent_file(self, request: web.Request) -> web.StreamResponse:
+        assert self.catalog is not None
+        self.catalog.refresh()
+        filename = request.match_info["name"]
+        if filename not in self.catalog.by_file:
+            raise web.HTTPNotFound(text=f"no torrent {filename}\n")
+        return web.FileResponse(self.catalog.folder / filename,
+                                headers={"Content-Type": "application/x-bittorrent"})
+
+    # -- plain files (web seed) ---------------------------------------------------------------
+    async def file(self, request: web.Request) -> web.StreamResponse:
+        assert self.files_dir is not None
+        path = _inside(self.files_dir, request.match_info["path"])
+        if path is None:
+            raise web.HTTPNotFound(text="no such file\n")
+        if self.bucket is None:
+            return web.FileResponse(path)   # sendfile, Range, conditional requests
+        return await self._throttled_file(request, path)
+
+    async def _throttled_file(self, request: web.Request, path: Path) -> web.StreamResponse:
+        """Serve (a Range of) a file in chunks, each paid for from the shared upload bucket."""
+        size = path.stat().st_size
+        try:
+            wanted = request.http_range
+        except ValueError:
+            wanted = slice(None, None)       # a Range we cannot parse is ignored (RFC 9110)
+        status, start, stop = 200, 0, size
+        headers = {"Accept-Ranges": "bytes", "Content-Type": "application/octet-stream"}
+        if wanted.start is not None or wanted.stop is not None:
+            start, stop, _ = wanted.indices(size)
+            if start >= stop:
+                raise web.HTTPRequestRangeNotSatisfiable(headers={"Content-Range": f"bytes */{size}"})
+            status = 206
+            headers["Content-Range"] = f"bytes {start}-{stop - 1}/{size}"
+        headers["Content-Length"] = str(stop - start)
+        resp = web.StreamResponse(status=status, headers=headers)
+        await resp.prepare(request)
+        if request.method == "HEAD":
+            return resp
+        assert self.bucket is not None and self.bucket.rate is not None
+        chunk_size = int(min(64 * 1024, max(1024, self.bucket.rate / 20)))
+        loop = asyncio.get_running_loop()
+        async with aiofiles.open(path, "rb") as f:
+            await f.seek(start)
+            left = stop - start
+            while left > 0:
+                chunk = await f.read(min(chunk_size, left))
+                if not chunk:
+                    break                    # the file shrank under us; the client sees a short body
+                delay = self.bucket.reserve(len(chunk), loop.time())
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                await resp.write(chunk)
+                left -= len(chunk)
+        await resp.write_eof()
+        return resp
+
+
+def create_app(registry: SwarmRegistry, *, clock: Callable[[], float] = time.monotonic,
+               torrents_dir: str | os.PathLike | None = None,
+               files_dir: str | os.PathLike | None = None,
+               upload_limit: int | None = None) -> web.Application:
+    """The tracker's aiohttp application; the same `registry` may also serve UDP."""
+    api = TrackerHttp(registry, clock, Path(torrents_dir) if torrents_dir else None,
+                      Path(files_dir) if files_dir else None, upload_limit)
+    app = web.Application()
+    app["tracker"] = api
+    app.router.add_get("/announce", api.announce)
+    app.router.add_get("/scrape", api.scrape)
+    app.router.add_get("/stats.json", api.stats_json)
+    app.router.add_get("/", api.index)
+    if api.catalog is not None:
+        app.router.add_get("/torrents/", api.torrent_list)
+        app.router.add_get("/torrents/{name}", api.torrent_file)
+    if api.files_dir is not None:
+        app.router.add_get("/files/{path:.+}", api.file)
+    return app

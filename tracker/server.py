@@ -1,0 +1,126 @@
+"""Run the tracker: one registry behind HTTP (TCP) and UDP listening on the same port number.
+
+Used by the CLI and by tests that want a real tracker inside their own event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import web
+
+from tracker.http_api import create_app
+from tracker.registry import SwarmRegistry
+from tracker.udp_api import UdpTracker, start_udp_server
+
+__all__ = ["TrackerConfig", "RunningTracker", "bind_sockets", "start_tracker"]
+
+
+class BindError(OSError):
+    """The tracker cannot listen where it was asked to."""
+
+
+@dataclass(slots=True)
+class TrackerConfig:
+    host: str = "0.0.0.0"
+    port: int = 6969
+    interval: int = 1800
+    torrents_dir: Path | None = None
+    files_dir: Path | None = None
+    upload_limit: int | None = None     # bytes/s for /files/, None = unlimited
+    max_torrents: int = 10_000
+    max_peers: int = 1000
+
+
+def _family(host: str) -> int:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+def _socket(host: str, kind: int) -> socket.socket:
+    sock = socket.socket(_family(host), kind)
+    if _family(host) == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)   # "::" also takes IPv4
+    if kind == socket.SOCK_STREAM:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    return sock
+
+
+def bind_sockets(host: str, port: int, attempts: int = 50) -> tuple[socket.socket, socket.socket]:
+    """A TCP and a UDP socket bound to the same port; port 0 picks one free for both."""
+    last_error: OSError | None = None
+    for _ in range(attempts if port == 0 else 1):
+        tcp = _socket(host, socket.SOCK_STREAM)
+        try:
+            tcp.bind((host, port))
+        except OSError as exc:
+            tcp.close()
+            raise BindError(f"cannot listen on TCP {host}:{port}: {exc.strerror or exc}") from None
+        chosen = tcp.getsockname()[1]
+        udp = _socket(host, socket.SOCK_DGRAM)
+        try:
+            udp.bind((host, chosen))
+        except OSError as exc:
+            udp.close()
+            tcp.close()
+            last_error = exc
+            continue            # with port 0: that number is taken for UDP, try another
+        return tcp, udp
+    raise BindError(f"cannot listen on UDP {host}:{port}: "
+                    f"{getattr(last_error, 'strerror', None) or last_error}")
+
+
+@dataclass(slots=True)
+class RunningTracker:
+    registry: SwarmRegistry
+    host: str
+    port: int
+    _runner: web.AppRunner
+    _udp: asyncio.DatagramTransport
+    _expiry: asyncio.Task
+
+    @property
+    def base_url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+    async def close(self) -> None:
+        self._expiry.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._expiry
+        self._udp.close()
+        await self._runner.cleanup()
+
+
+async def _expire_forever(registry: SwarmRegistry, clock: Callable[[], float], every: float) -> None:
+    while True:
+        await asyncio.sleep(every)
+        registry.expire(clock())
+
+
+async def start_tracker(config: TrackerConfig, *, registry: SwarmRegistry | None = None,
+                        clock: Callable[[], float] = time.monotonic) -> RunningTracker:
+    """Bind, start HTTP and UDP, and return a handle; BindError if the port is not free."""
+    registry = registry or SwarmRegistry(interval=config.interval, max_torrents=config.max_torrents,
+                                         max_peers_per_torrent=config.max_peers)
+    tcp, udp = bind_sockets(config.host, config.port)
+    app = create_app(registry, clock=clock, torrents_dir=config.torrents_dir,
+                     files_dir=config.files_dir, upload_limit=config.upload_limit)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    try:
+        await web.SockSite(runner, tcp, backlog=1024).start()
+        transport = await start_udp_server(UdpTracker(registry), udp, clock)
+    except BaseException:
+        await runner.cleanup()
+        tcp.close()
+        udp.close()
+        raise
+    every = max(1.0, min(60.0, config.interval / 4))
+    expiry = asyncio.create_task(_expire_forever(registry, clock, every))
+    return RunningTracker(registry, config.host, tcp.getsockname()[1], runner, transport, expiry)
