@@ -89,6 +89,8 @@ def _inside(root: Path, relative: str) -> Path | None:
 
 
 class TrackerHttp:
+    """The handlers, sharing one registry (and one upload bucket for /files/)."""
+
     def __init__(self, registry: SwarmRegistry, clock: Callable[[], float],
                  torrents_dir: Path | None, files_dir: Path | None,
                  upload_limit: int | None) -> None:
@@ -237,6 +239,9 @@ class TrackerHttp:
         return resp
 
 
+TRACKER_KEY = web.AppKey("tracker", TrackerHttp)
+
+
 def create_app(registry: SwarmRegistry, *, clock: Callable[[], float] = time.monotonic,
                torrents_dir: str | os.PathLike | None = None,
                files_dir: str | os.PathLike | None = None,
@@ -245,7 +250,7 @@ def create_app(registry: SwarmRegistry, *, clock: Callable[[], float] = time.mon
     api = TrackerHttp(registry, clock, Path(torrents_dir) if torrents_dir else None,
                       Path(files_dir) if files_dir else None, upload_limit)
     app = web.Application()
-    app["tracker"] = api
+    app[TRACKER_KEY] = api
     app.router.add_get("/announce", api.announce)
     app.router.add_get("/scrape", api.scrape)
     app.router.add_get("/stats.json", api.stats_json)
