@@ -40,8 +40,8 @@ DEFAULT_PEER_REQQ = 250
 WRITE_HIGH_WATER = 4 * 1024 * 1024
 
 
-class ConnectionClosed(Exception):
-    pass
+#: messages that carry hints only; they may come before the bitfield
+_HINTS = (Extended, Port, KeepAlive, AllowedFast, SuggestPiece)
 
 
 class PeerConnection(asyncio.Protocol):
@@ -227,7 +227,8 @@ class PeerConnection(asyncio.Protocol):
         torrent = self.torrent
         assert torrent is not None
         first = not self.got_first_message
-        self.got_first_message = True
+        if kind not in _HINTS:  # some clients send their extension handshake before the bitfield
+            self.got_first_message = True
         if kind is Bitfield or kind is HaveAll or kind is HaveNone:
             if not first:
                 raise ProtocolError(f"{kind.__name__} after the first message")
@@ -300,11 +301,11 @@ class PeerConnection(asyncio.Protocol):
             self.close("duplicate connection")
             return
         self.established = True
-        if self.extended:
+        self.torrent.on_established(self)  # bitfield first, as BEP 3 and BEP 6 want
+        if self.extended and not self.closed:
             payload = bencoding.bencode({"m": {}, "reqq": OUR_REQQ, "v": "swarm/0.1",
                                          "p": self.torrent.listen_port})
             self.send(Extended(0, payload))
-        self.torrent.on_established(self)
 
     def _on_extension_handshake(self, payload: bytes) -> None:
         try:

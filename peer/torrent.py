@@ -128,6 +128,7 @@ class Torrent:
         self.extra_sources: list = []   # web seeds and other non-peer block sources
         self._tasks: set[asyncio.Task] = set()
         self._wake_connector = asyncio.Event()
+        self._rechoke_event = asyncio.Event()
         self._stopping = False
 
     # -- life cycle -----------------------------------------------------------------
@@ -477,16 +478,23 @@ class Torrent:
 
     # -- choking ------------------------------------------------------------------
     def rechoke_soon(self) -> None:
-        self._rechoke_due = True
+        """Interest changed or a peer came or went: let the choker look now, not in a second."""
+        self._rechoke_event.set()
 
     async def _choke_loop(self) -> None:
-        self._rechoke_due = True
-        tick = 0
+        last_adapt = 0.0
         while not self._stopping:
+            self._rechoke_event.clear()
             self._rechoke()
-            tick += 1
-            self._adapt_pipelines()
-            await asyncio.sleep(1.0)
+            now = self.loop.time()
+            if now - last_adapt >= 1.0:
+                last_adapt = now
+                self._adapt_pipelines()
+                self._check_unobtainable()
+            try:
+                await asyncio.wait_for(self._rechoke_event.wait(), timeout=1.0)
+            except asyncio.TimeoutError:
+                pass
 
     def _rechoke(self) -> None:
         now = self.loop.time()

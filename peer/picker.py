@@ -1,0 +1,411 @@
+"""Which blocks to ask which peer for: the download strategy, with no I/O at all.
+
+API (peers are opaque hashable keys, e.g. connection objects; blocks are
+``(index, begin, length)`` tuples):
+
+    picker = PiecePicker(num_pieces, piece_length, total_length, block_size=16384,
+                         random_first=4, rng=None, endgame_copies=3)
+    picker.mark_have(i)                 # piece i is verified on disk (start-up or after hashing)
+    picker.have                          # bytearray, 1 per verified piece
+    picker.is_complete(); picker.missing_count
+    picker.add_peer(p, indices)          # register p (idempotent) and add pieces it has
+    picker.peer_has(p, i)                # a Have message
+    picker.remove_peer(p)                # p disconnected: forget it, free its requests
+    picker.peer_is_seed(p) -> bool ; picker.interesting(p) -> bool   (p has a piece we lack)
+    picker.pick(p, max_blocks) -> list[block]    # what to request from p now (marked in flight)
+    picker.block_received(p, i, begin) -> list[peer]   # others to Cancel (endgame duplicates)
+    picker.requests_dropped(p, blocks)   # choked / rejected / snubbed: those blocks are free again
+    picker.peer_lost(p)                  # free every block in flight to p, keep its pieces
+    picker.piece_complete(i) -> bool     # every block of i has arrived: hash it now
+    picker.piece_verified(i)             # the hash matched (same as mark_have)
+    picker.piece_failed(i) -> set[peer]  # the hash failed: who sent blocks; i is fetched again,
+                                         # this time from a single peer so the next failure
+                                         # names the liar
+
+Order of preference in `pick`: (1) blocks of pieces this peer is already fetching, so a
+piece completes quickly and tends to come from one peer (which is what lets a bad piece
+be pinned on its sender); (2) pieces nobody is fetching any more (their peer choked or
+left); (3) a new piece: random while fewer than `random_first` pieces are verified (to
+have something to trade soon), else rarest first with a random tie-break; (4) spare
+blocks of pieces other peers are fetching. When too many pieces are open (their buffers
+cost memory), (4) comes before (3). (5) Endgame: once every missing piece is started
+and this peer has nothing unrequested left, it gets blocks already in flight to others,
+each block asked from at most `endgame_copies` peers; `block_received` returns the
+others so their requests can be cancelled.
+
+Speed: `pick` runs on every received block. Unstarted pieces sit in buckets by
+availability (O(1) moves on Have/bitfield/disconnect); the per-peer and per-piece
+request maps are small. Only starting a new piece may scan a bucket.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Hashable, Iterable
+
+Peer = Hashable
+Block = tuple[int, int, int]
+
+FREE, REQUESTED, RECEIVED = 0, 1, 2
+OPEN_BYTES_BUDGET = 64 * 1024 * 1024  # above this much in partial pieces, join before starting
+
+
+@dataclass(slots=True)
+class _Partial:
+    """A started piece: the state of each block and who is fetching it."""
+
+    state: bytearray                         # FREE / REQUESTED / RECEIVED per block
+    free: int                                # blocks neither requested nor received
+    received: int = 0
+    requesters: dict[int, list] = field(default_factory=dict)  # block -> peers it is in flight to
+    contributors: set = field(default_factory=set)
+    single_source: bool = False              # after a hash failure: one peer for the whole piece
+    owner: Peer | None = None                # that peer
+
+
+class PiecePicker:
+    def __init__(self, num_pieces: int, piece_length: int, total_length: int, *,
+                 block_size: int = 16384, random_first: int = 4,
+                 rng: random.Random | None = None, endgame_copies: int = 3) -> None:
+        self.num_pieces = num_pieces
+        self.piece_length = piece_length
+        self.total_length = total_length
+        self.block_size = block_size
+        self.random_first = random_first
+        self.endgame_copies = endgame_copies
+        self.rng = rng or random.Random()
+        self.have = bytearray(num_pieces)
+        self._have_count = 0
+        self._avail = [0] * num_pieces
+        # Unstarted missing pieces, bucketed by availability; _pos[i] is i's slot or -1.
+        self._buckets: list[list[int]] = [list(range(num_pieces))]
+        self._pos = list(range(num_pieces))
+        self._partials: dict[int, _Partial] = {}
+        self._with_free: dict[int, None] = {}      # partials that have FREE blocks (ordered set)
+        self._single_source: set[int] = set()      # failed once: next attempt from one peer
+        self._peers: dict[Peer, bytearray] = {}
+        self._peer_count: dict[Peer, int] = {}     # pieces the peer has
+        self._useful: dict[Peer, int] = {}         # pieces the peer has that we lack
+        self._inflight: dict[Peer, dict[int, set[int]]] = {}  # peer -> piece -> block numbers
+        self._max_open = max(4, OPEN_BYTES_BUDGET // max(1, piece_length))
+
+    # -- sizes ---------------------------------------------------------------------
+    def piece_size(self, index: int) -> int:
+        return min(self.piece_length, self.total_length - index * self.piece_length)
+
+    def _num_blocks(self, index: int) -> int:
+        return -(-self.piece_size(index) // self.block_size)
+
+    def _block(self, index: int, n: int) -> Block:
+        begin = n * self.block_size
+        return (index, begin, min(self.block_size, self.piece_size(index) - begin))
+
+    # -- what we have ----------------------------------------------------------------
+    @property
+    def missing_count(self) -> int:
+        return self.num_pieces - self._have_count
+
+    def is_complete(self) -> bool:
+        return self._have_count == self.num_pieces
+
+    def mark_have(self, index: int) -> None:
+        if self.have[index]:
+            return
+        self.have[index] = 1
+        self._have_count += 1
+        self._single_source.discard(index)
+        if self._pos[index] >= 0:
+            self._unlist(index)
+        if index in self._partials:
+            self._drop_partial(index)
+        for peer, bits in self._peers.items():
+            if bits[index]:
+                self._useful[peer] -= 1
+
+    def piece_verified(self, index: int) -> None:
+        self.mark_have(index)
+
+    # -- availability --------------------------------------------------------------------
+    def add_peer(self, peer: Peer, indices: Iterable[int] = ()) -> None:
+        if peer not in self._peers:
+            self._peers[peer] = bytearray(self.num_pieces)
+            self._peer_count[peer] = 0
+            self._useful[peer] = 0
+            self._inflight[peer] = {}
+            self._buckets.append([])  # availability can now reach len(peers)
+        for index in indices:
+            self.peer_has(peer, index)
+
+    def peer_has(self, peer: Peer, index: int) -> None:
+        bits = self._peers.get(peer)
+        if bits is None:
+            self.add_peer(peer)
+            bits = self._peers[peer]
+        if bits[index]:
+            return
+        bits[index] = 1
+        self._peer_count[peer] += 1
+        if not self.have[index]:
+            self._useful[peer] += 1
+        self._change_avail(index, +1)
+
+    def remove_peer(self, peer: Peer) -> None:
+        bits = self._peers.get(peer)
+        if bits is None:
+            return
+        self.peer_lost(peer)
+        for index in (i for i, b in enumerate(bits) if b):
+            self._change_avail(index, -1)
+        del self._peers[peer], self._peer_count[peer], self._useful[peer], self._inflight[peer]
+        self._buckets.pop()  # always empty: no piece can have more peers than are left
+
+    def peer_is_seed(self, peer: Peer) -> bool:
+        return self._peer_count.get(peer, 0) == self.num_pieces
+
+    def interesting(self, peer: Peer) -> bool:
+        return self._useful.get(peer, 0) > 0
+
+    def availability(self, index: int) -> int:
+        return self._avail[index]
+
+    # -- picking -------------------------------------------------------------------
+    def pick(self, peer: Peer, max_blocks: int) -> list[Block]:
+        bits = self._peers.get(peer)
+        if bits is None or max_blocks <= 0 or not self._useful[peer]:
+            return []
+        out: list[Block] = []
+        mine = self._inflight[peer]
+        for index in list(mine):                                       # (1)
+            if len(out) >= max_blocks:
+                return out
+            if index in self._with_free:
+                self._take(peer, index, max_blocks, out)
+        for index in list(self._with_free):                            # (2)
+            if len(out) >= max_blocks:
+                return out
+            p = self._partials[index]
+            if bits[index] and not p.requesters:
+                self._take(peer, index, max_blocks, out)
+        crowded = len(self._partials) >= self._max_open
+        if crowded:
+            self._join_others(peer, bits, max_blocks, out)            # (4) before (3)
+        while len(out) < max_blocks:                                   # (3)
+            index = self._choose_new(bits)
+            if index is None:
+                break
+            self._start(index)
+            self._take(peer, index, max_blocks, out)
+        if not crowded:
+            self._join_others(peer, bits, max_blocks, out)            # (4)
+        if len(out) < max_blocks and not self._unstarted_available():
+            self._endgame(peer, bits, max_blocks, out)                # (5)
+        return out
+
+    def _join_others(self, peer: Peer, bits: bytearray, max_blocks: int, out: list) -> None:
+        for index in list(self._with_free):
+            if len(out) >= max_blocks:
+                return
+            if bits[index]:
+                self._take(peer, index, max_blocks, out)
+
+    def _take(self, peer: Peer, index: int, max_blocks: int, out: list) -> None:
+        """Request FREE blocks of a started piece from `peer`, lowest first."""
+        p = self._partials[index]
+        if p.single_source and p.owner != peer:
+            if p.owner is not None:
+                return  # someone else's, until its requests are dropped
+            self._restart(index, p, peer)
+        state = p.state
+        n = state.find(FREE)
+        while n >= 0 and len(out) < max_blocks:
+            self._request(peer, index, p, n)
+            out.append(self._block(index, n))
+            n = state.find(FREE, n + 1)
+
+    def _restart(self, index: int, p: _Partial, owner: Peer) -> None:
+        """Hand a single-source piece to a new owner; what others sent is fetched again."""
+        p.owner = owner
+        if p.contributors <= {owner}:
+            return
+        for n in range(len(p.state)):
+            if p.state[n] == RECEIVED:
+                p.state[n] = FREE
+                p.free += 1
+        p.received = 0
+        p.contributors.clear()
+        if p.free:
+            self._with_free[index] = None
+
+    def _request(self, peer: Peer, index: int, p: _Partial, n: int) -> None:
+        if p.state[n] == FREE:
+            p.state[n] = REQUESTED
+            p.free -= 1
+            if not p.free:
+                self._with_free.pop(index, None)
+        p.requesters.setdefault(n, []).append(peer)
+        self._inflight[peer].setdefault(index, set()).add(n)
+
+    def _choose_new(self, bits: bytearray) -> int | None:
+        """An unstarted piece the peer has: random early on, then rarest first."""
+        rng = self.rng
+        if self._have_count < self.random_first:
+            # Any piece the peer has will do; scan from a random place.
+            start = rng.randrange(self.num_pieces) if self.num_pieces else 0
+            pos = self._pos
+            for i in range(self.num_pieces):
+                index = (start + i) % self.num_pieces
+                if bits[index] and pos[index] >= 0:
+                    return index
+            return None
+        for bucket in self._buckets[1:]:
+            size = len(bucket)
+            if not size:
+                continue
+            start = rng.randrange(size)
+            for i in range(size):
+                index = bucket[(start + i) % size]
+                if bits[index]:
+                    return index
+        return None
+
+    def _unstarted_available(self) -> bool:
+        return any(self._buckets[1:])
+
+    def _endgame(self, peer: Peer, bits: bytearray, max_blocks: int, out: list) -> None:
+        """Ask for blocks already in flight elsewhere, least-duplicated first."""
+        mine = self._inflight[peer]
+        for copies in range(1, self.endgame_copies):
+            for index, p in self._partials.items():
+                if not bits[index] or (p.single_source and p.owner != peer):
+                    continue
+                asked = mine.get(index, ())
+                for n, peers in list(p.requesters.items()):
+                    if len(out) >= max_blocks:
+                        return
+                    if len(peers) == copies and n not in asked:
+                        self._request(peer, index, p, n)
+                        out.append(self._block(index, n))
+
+    # -- blocks coming back --------------------------------------------------------------
+    def block_received(self, peer: Peer, index: int, begin: int) -> list[Peer]:
+        """Record a block; returns the other peers it is still in flight to (send Cancel)."""
+        if self.have[index] or begin % self.block_size:
+            return []
+        n = begin // self.block_size
+        p = self._partials.get(index)
+        if p is None:
+            if self._pos[index] < 0 or n >= self._num_blocks(index):
+                return []
+            p = self._start(index)  # unrequested, e.g. from a web seed: still useful
+        if n >= len(p.state):
+            return []
+        p.contributors.add(peer)  # even a duplicate: its bytes may be the ones kept
+        others = [q for q in p.requesters.pop(n, ()) if q != peer]
+        self._forget_request(peer, index, n)
+        for q in others:
+            self._forget_request(q, index, n)
+        if p.state[n] != RECEIVED:
+            if p.state[n] == FREE:
+                p.free -= 1
+                if not p.free:
+                    self._with_free.pop(index, None)
+            p.state[n] = RECEIVED
+            p.received += 1
+        return others
+
+    def piece_complete(self, index: int) -> bool:
+        p = self._partials.get(index)
+        return p is not None and p.received == len(p.state)
+
+    def piece_failed(self, index: int) -> set[Peer]:
+        """The piece did not hash: forget its blocks, return who sent them."""
+        p = self._partials.get(index)
+        if p is None:
+            return set()
+        contributors = set(p.contributors)
+        self._drop_partial(index)
+        self._single_source.add(index)
+        self._list(index)
+        return contributors
+
+    def requests_dropped(self, peer: Peer, blocks: Iterable[tuple]) -> None:
+        """These requests to `peer` will not be answered: the blocks are free again."""
+        for block in blocks:
+            index, begin = block[0], block[1]
+            if begin % self.block_size == 0:
+                self._unrequest(peer, index, begin // self.block_size)
+
+    def peer_lost(self, peer: Peer) -> None:
+        """Every request in flight to `peer` is void (choked without BEP 6, or gone)."""
+        for index, blocks in list(self._inflight.get(peer, {}).items()):
+            for n in list(blocks):
+                self._unrequest(peer, index, n)
+        for p in self._partials.values():
+            if p.owner == peer:
+                p.owner = None
+
+    # -- internals ---------------------------------------------------------------------
+    def _unrequest(self, peer: Peer, index: int, n: int) -> None:
+        p = self._partials.get(index)
+        if p is None or not self._forget_request(peer, index, n):
+            return
+        if p.owner == peer:
+            p.owner = None  # it stopped: the next peer may take the whole piece over
+        peers = p.requesters.get(n)
+        if peers is not None and peer in peers:
+            peers.remove(peer)
+            if not peers:
+                del p.requesters[n]
+                if p.state[n] == REQUESTED:
+                    p.state[n] = FREE
+                    p.free += 1
+                    self._with_free[index] = None
+
+    def _forget_request(self, peer: Peer, index: int, n: int) -> bool:
+        pieces = self._inflight.get(peer)
+        blocks = pieces.get(index) if pieces else None
+        if not blocks or n not in blocks:
+            return False
+        blocks.discard(n)
+        if not blocks:
+            del pieces[index]
+        return True
+
+    def _start(self, index: int) -> _Partial:
+        self._unlist(index)
+        nb = self._num_blocks(index)
+        p = _Partial(state=bytearray(nb), free=nb, single_source=index in self._single_source)
+        self._partials[index] = p
+        if nb:
+            self._with_free[index] = None
+        return p
+
+    def _drop_partial(self, index: int) -> None:
+        p = self._partials.pop(index)
+        self._with_free.pop(index, None)
+        for n, peers in p.requesters.items():
+            for q in peers:
+                self._forget_request(q, index, n)
+
+    def _list(self, index: int) -> None:
+        bucket = self._buckets[self._avail[index]]
+        self._pos[index] = len(bucket)
+        bucket.append(index)
+
+    def _unlist(self, index: int) -> None:
+        bucket = self._buckets[self._avail[index]]
+        slot = self._pos[index]
+        last = bucket.pop()
+        if last != index:
+            bucket[slot] = last
+            self._pos[last] = slot
+        self._pos[index] = -1
+
+    def _change_avail(self, index: int, delta: int) -> None:
+        listed = self._pos[index] >= 0
+        if listed:
+            self._unlist(index)
+        self._avail[index] += delta
+        if listed:
+            self._list(index)
