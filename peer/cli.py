@@ -258,5 +258,29 @@ def demo(peers: int, path: Path | None, workdir: Path | None) -> None:
     sys.exit(0 if ok else 1)
 
 
+@main.command()
+@click.argument("file", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--peers", "-n", type=int, default=8, show_default=True, help="Downloading peers.")
+@click.option("--upload-limit", type=RATE, default="4MiB", show_default=True,
+              help="Upload cap of every peer (and of the server unless --server-upload-limit).")
+@click.option("--server-upload-limit", type=RATE, default=None, help="Upload cap of the origin and the seed.")
+@click.option("--download-limit", type=RATE, default=None, help="Download cap of every peer (d_min).")
+@click.option("--modes", default="central,p2p", show_default=True, help="Comma list of central, p2p, hybrid.")
+@click.option("--sweep", default=None, help="Comma list of peer counts, e.g. 1,2,4,8,16,32.")
+@click.option("--size", default="32MiB", show_default=True, help="Size of the generated file (no FILE).")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("compare-results"),
+              show_default=True, help="Folder for the table, JSON/CSV and charts.")
+@click.option("--model-only", is_flag=True, help="Only compute the fluid-model bounds (any size, any N).")
+@click.option("--timeout", type=float, default=600, show_default=True, help="Seconds per run before giving up.")
+def compare(**opts) -> None:
+    """P2P against client-server: same file, same bandwidth, measured side by side."""
+    from peer.compare import CompareError, run_compare
+    try:
+        ok = run_compare(**opts)
+    except CompareError as exc:
+        fail(str(exc))
+    sys.exit(0 if ok else 1)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
