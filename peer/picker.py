@@ -15,7 +15,7 @@ API (peers are opaque hashable keys, e.g. connection objects; blocks are
     picker.pick(p, max_blocks) -> list[block]    # what to request from p now (marked in flight)
     picker.block_received(p, i, begin) -> list[peer]   # others to Cancel (endgame duplicates)
     picker.requests_dropped(p, blocks)   # choked / rejected / snubbed: those blocks are free again
-    picker.peer_lost(p)                  # free every block in flight to p, keep its pieces
+    picker.peer_lost(p)                  # free every block in flight to p (keeps what it has)
     picker.piece_complete(i) -> bool     # every block of i has arrived: hash it now
     picker.piece_verified(i)             # the hash matched (same as mark_have)
     picker.piece_failed(i) -> set[peer]  # the hash failed: who sent blocks; i is fetched again,
@@ -32,6 +32,11 @@ cost memory), (4) comes before (3). (5) Endgame: once every missing piece is sta
 and this peer has nothing unrequested left, it gets blocks already in flight to others,
 each block asked from at most `endgame_copies` peers; `block_received` returns the
 others so their requests can be cancelled.
+
+Blocks nobody asked for (a web seed's, a late duplicate) are still counted, and their
+sender recorded as a contributor: its bytes may be the ones that end up in the piece.
+A piece that failed once belongs to the first peer that picks it until that peer's
+requests are dropped or it leaves; a new owner then refetches the whole piece.
 
 Speed: `pick` runs on every received block. Unstarted pieces sit in buckets by
 availability (O(1) moves on Have/bitfield/disconnect); the per-peer and per-piece

@@ -1,0 +1,252 @@
+"""The piece picker: rarest first, random first, piece affinity, endgame, liars, speed."""
+
+from __future__ import annotations
+
+import random
+import time
+
+from peer.picker import PiecePicker
+
+BS = 16384
+
+
+def picker(num_pieces: int, blocks_per_piece: int = 1, *, random_first: int = 0, seed: int = 0,
+           last_piece: int | None = None, **kw) -> PiecePicker:
+    piece_length = blocks_per_piece * BS
+    total = num_pieces * piece_length
+    if last_piece is not None:
+        total = (num_pieces - 1) * piece_length + last_piece
+    return PiecePicker(num_pieces, piece_length, total, random_first=random_first,
+                       rng=random.Random(seed), **kw)
+
+
+def indices(blocks) -> list[int]:
+    return [b[0] for b in blocks]
+
+
+def test_rarest_first_order():
+    pp = picker(10)
+    pp.add_peer("A", range(10))
+    pp.add_peer("B", range(5))
+    pp.add_peer("C", range(3))
+    got = indices(pp.pick("A", 10))
+    assert sorted(got[:5]) == [5, 6, 7, 8, 9]      # availability 1
+    assert sorted(got[5:7]) == [3, 4]              # availability 2
+    assert sorted(got[7:]) == [0, 1, 2]            # availability 3
+    assert pp.pick("A", 10) == []                  # everything is in flight to A
+
+
+def test_rarest_first_follows_have_and_disconnect():
+    pp = picker(4)
+    pp.add_peer("A", range(4))
+    pp.add_peer("B", [0, 1, 2])
+    pp.add_peer("C", [0, 1])
+    assert [pp.availability(i) for i in range(4)] == [3, 3, 2, 1]
+    pp.peer_has("C", 3)
+    pp.remove_peer("B")
+    assert [pp.availability(i) for i in range(4)] == [2, 2, 1, 2]
+    assert indices(pp.pick("A", 1)) == [2]
+
+
+def test_ties_are_broken_at_random():
+    firsts = set()
+    for seed in range(40):
+        pp = picker(8, seed=seed)
+        pp.add_peer("A", range(8))
+        firsts.add(pp.pick("A", 1)[0][0])
+    assert len(firsts) >= 4
+
+
+def test_random_first_then_rarest():
+    # Pieces 0-9 are rare (one peer), 10-19 common (two peers).
+    early = set()
+    for seed in range(30):
+        pp = picker(20, random_first=4, seed=seed)
+        pp.add_peer("A", range(20))
+        pp.add_peer("B", range(10, 20))
+        early.add(pp.pick("A", 1)[0][0])
+    assert early & set(range(10, 20)), "while fewer than 4 pieces are verified, picks are random"
+    for seed in range(30):
+        pp = picker(20, random_first=4, seed=seed)
+        pp.add_peer("A", range(20))
+        pp.add_peer("B", range(10, 20))
+        for i in (10, 11, 12, 13):
+            pp.mark_have(i)
+        assert pp.pick("A", 1)[0][0] in range(10), "after 4 verified pieces: rarest first"
+
+
+def test_blocks_and_short_last_piece():
+    pp = picker(2, blocks_per_piece=3, last_piece=BS + 100)
+    pp.add_peer("A", [0, 1])
+    got = sorted(pp.pick("A", 10))
+    assert got == [(0, 0, BS), (0, BS, BS), (0, 2 * BS, BS), (1, 0, BS), (1, BS, 100)]
+
+
+def test_continues_own_piece_and_leaves_others_alone():
+    pp = picker(3, blocks_per_piece=4)
+    pp.add_peer("A", range(3))
+    pp.add_peer("B", range(3))
+    first = pp.pick("A", 2)
+    index = first[0][0]
+    assert first == [(index, 0, BS), (index, BS, BS)]
+    other = pp.pick("B", 2)
+    assert other[0][0] != index, "B starts its own piece instead of sharing A's"
+    assert pp.pick("A", 2) == [(index, 2 * BS, BS), (index, 3 * BS, BS)]
+
+
+def test_dropped_blocks_are_picked_again_first():
+    pp = picker(5, blocks_per_piece=4)
+    pp.add_peer("A", range(5))
+    pp.add_peer("B", range(5))
+    blocks = pp.pick("A", 4)
+    pp.block_received("A", *blocks[0][:2])
+    pp.requests_dropped("A", blocks[1:])
+    assert pp.pick("B", 3) == blocks[1:]
+    pp.peer_lost("B")
+    assert pp.pick("A", 3) == blocks[1:]
+
+
+def test_remove_peer_frees_its_requests():
+    pp = picker(1, blocks_per_piece=2)
+    pp.add_peer("A", [0])
+    pp.add_peer("B", [0])
+    blocks = pp.pick("A", 2)
+    pp.remove_peer("A")
+    assert pp.pick("B", 2) == blocks
+    assert pp.availability(0) == 1
+
+
+def test_piece_complete_and_verified():
+    pp = picker(2, blocks_per_piece=2)
+    pp.add_peer("A", [0, 1])
+    blocks = [b for b in pp.pick("A", 4) if b[0] == 0]
+    assert pp.block_received("A", 0, 0) == []
+    assert not pp.piece_complete(0)
+    pp.block_received("A", 0, BS)
+    assert pp.piece_complete(0)
+    pp.piece_verified(0)
+    assert pp.have[0] == 1 and pp.missing_count == 1 and not pp.is_complete()
+    assert len(blocks) == 2
+
+
+def test_endgame_duplicates_and_cancels():
+    pp = picker(1, blocks_per_piece=2, endgame_copies=3)
+    for p in "ABCD":
+        pp.add_peer(p, [0])
+    both = [(0, 0, BS), (0, BS, BS)]
+    assert pp.pick("A", 10) == both
+    assert pp.pick("B", 10) == both                 # endgame: same blocks again
+    assert pp.pick("C", 10) == both
+    assert pp.pick("D", 10) == []                   # at most 3 copies in flight
+    assert pp.pick("A", 10) == []                   # never twice to one peer
+    assert sorted(pp.block_received("B", 0, 0)) == ["A", "C"]
+    assert not pp.piece_complete(0)
+    assert pp.pick("D", 10) == [], "block 1 is still in flight to 3 peers"
+    cancel = pp.block_received("C", 0, BS)
+    assert sorted(cancel) == ["A", "B"]
+    assert pp.piece_complete(0)
+    assert pp.block_received("A", 0, BS) == []      # late duplicate: nothing to cancel
+
+
+def test_endgame_only_once_every_available_piece_is_started():
+    pp = picker(2)
+    pp.add_peer("A", [0, 1])
+    pp.add_peer("B", [0])
+    pp.add_peer("C", [0])
+    assert pp.pick("B", 5) == [(0, 0, BS)]
+    assert pp.pick("C", 5) == [], "piece 1 is not started yet: no duplicates"
+    assert pp.pick("A", 5) == [(1, 0, BS), (0, 0, BS)]
+    assert pp.pick("C", 5) == [(0, 0, BS)]
+
+
+def test_piece_failed_returns_contributors_and_refetches_from_one_peer():
+    pp = picker(1, blocks_per_piece=2)
+    pp.add_peer("A", [0])
+    pp.add_peer("B", [0])
+    a = pp.pick("A", 1)
+    b = pp.pick("B", 1)
+    assert a == [(0, 0, BS)] and b == [(0, BS, BS)]
+    pp.block_received("A", 0, 0)
+    pp.block_received("B", 0, BS)
+    assert pp.piece_complete(0)
+    assert pp.piece_failed(0) == {"A", "B"}
+    assert not pp.piece_complete(0) and pp.have[0] == 0
+    # Second attempt: the first peer to ask owns the whole piece.
+    assert pp.pick("A", 1) == [(0, 0, BS)]
+    assert pp.pick("B", 5) == [], "the piece is A's alone now (no endgame duplicates either)"
+    assert pp.pick("A", 5) == [(0, BS, BS)]
+    pp.block_received("A", 0, 0)
+    pp.block_received("A", 0, BS)
+    assert pp.piece_failed(0) == {"A"}, "a second failure names the liar alone"
+
+
+def test_single_source_piece_moves_whole_when_owner_leaves():
+    pp = picker(1, blocks_per_piece=2)
+    pp.add_peer("A", [0])
+    pp.add_peer("B", [0])
+    pp.pick("A", 2)
+    pp.block_received("A", 0, 0)
+    pp.block_received("A", 0, BS)
+    pp.piece_failed(0)
+    pp.pick("A", 1)
+    pp.block_received("A", 0, 0)
+    pp.remove_peer("A")
+    assert pp.pick("B", 5) == [(0, 0, BS), (0, BS, BS)], "A's block is not mixed with B's"
+    pp.block_received("B", 0, 0)
+    pp.block_received("B", 0, BS)
+    assert pp.piece_failed(0) == {"B"}
+
+
+def test_interesting_and_seed():
+    pp = picker(3)
+    pp.mark_have(0)
+    pp.add_peer("A", [0])
+    assert not pp.interesting("A")
+    pp.peer_has("A", 2)
+    assert pp.interesting("A")
+    pp.mark_have(2)
+    assert not pp.interesting("A")
+    assert not pp.peer_is_seed("A")
+    pp.add_peer("A", [1])
+    assert pp.peer_is_seed("A") and pp.interesting("A")
+    assert not pp.interesting("nobody")
+
+
+def test_mark_have_drops_partial_and_requests():
+    pp = picker(2, blocks_per_piece=2)
+    pp.add_peer("A", [0, 1])
+    started = pp.pick("A", 1)[0][0]
+    pp.mark_have(started)
+    assert indices(pp.pick("A", 10)) == [1 - started] * 2
+    assert pp.block_received("A", started, 0) == []
+    assert not pp.piece_complete(started)
+
+
+def test_fast_with_4000_pieces_and_50_peers():
+    rng = random.Random(7)
+    n, piece_length = 4000, 256 * 1024
+    pp = PiecePicker(n, piece_length, n * piece_length - 1000, rng=rng)
+    peers = list(range(50))
+    for p in peers:
+        pp.add_peer(p, [i for i in range(n) if rng.random() < 0.6])
+    inflight: dict[int, list] = {p: [] for p in peers}
+    received = set()
+    start = time.perf_counter()
+    for _ in range(200_000):
+        p = rng.choice(peers)
+        if inflight[p]:
+            block = inflight[p].pop(0)
+            assert block not in received
+            received.add(block)
+            for other in pp.block_received(p, block[0], block[1]):
+                inflight[other].remove(block)
+            if pp.piece_complete(block[0]):
+                pp.piece_verified(block[0])
+        if 32 - len(inflight[p]) >= 8:
+            inflight[p] += pp.pick(p, 32 - len(inflight[p]))
+        if pp.is_complete():
+            break
+    elapsed = time.perf_counter() - start
+    assert pp.is_complete()
+    assert len(received) == 4000 * 16
+    assert elapsed < 5.0, f"{elapsed:.2f}s for a 4000-piece download"

@@ -1,0 +1,231 @@
+"""Storage: pieces across files, read-back, verification, symlink escape, disk full."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from peer.storage import Span, Storage, StorageError
+
+
+@dataclass(frozen=True)
+class Entry:
+    path: tuple[str, ...]
+    length: int
+    offset: int
+
+
+@dataclass(frozen=True)
+class Meta:
+    """The Metainfo fields Storage uses."""
+
+    name: str
+    piece_length: int
+    files: tuple[Entry, ...]
+    piece_hashes: tuple[bytes, ...]
+    total_length: int
+
+    @property
+    def num_pieces(self) -> int:
+        return len(self.piece_hashes)
+
+    def piece_size(self, index: int) -> int:
+        return min(self.piece_length, self.total_length - index * self.piece_length)
+
+
+def make_meta(name: str, sizes: list[tuple[tuple[str, ...], int]], piece_length: int,
+              data: bytes) -> Meta:
+    files, offset = [], 0
+    for path, length in sizes:
+        files.append(Entry((name, *path), length, offset))
+        offset += length
+    assert offset == len(data)
+    hashes = tuple(hashlib.sha1(data[i:i + piece_length]).digest()
+                   for i in range(0, len(data), piece_length))
+    return Meta(name, piece_length, tuple(files), hashes, len(data))
+
+
+PL = 32768
+LAYOUT = [(("a.bin",), 10000), (("empty",), 0), (("sub", "b.bin"), 10000),
+          (("sub", "deeper", "c.bin"), 30000), (("d.bin",), 5)]
+DATA = os.urandom(sum(n for _, n in LAYOUT))   # 50005 bytes: piece 0 = 32768, piece 1 = 17237
+META = make_meta("multi", LAYOUT, PL, DATA)
+
+
+def piece(i: int) -> bytes:
+    return DATA[i * PL:(i + 1) * PL]
+
+
+def test_piece_spans_three_files_and_skips_the_empty_one(tmp_path):
+    st = Storage(META, tmp_path)
+    assert st.file_spans(0) == [Span(0, 0, 10000, 0), Span(2, 0, 10000, 10000),
+                                Span(3, 0, 12768, 20000)]
+    assert st.file_spans(1) == [Span(3, 12768, 17232, 0), Span(4, 0, 5, 17232)]
+    assert st.file_spans(0, 9990, 20) == [Span(0, 9990, 10, 0), Span(2, 0, 10, 10)]
+    with pytest.raises(ValueError):
+        st.file_spans(1, 0, PL)
+
+
+async def test_write_then_read_back_byte_identical(tmp_path):
+    st = Storage(META, tmp_path)
+    await st.open()
+    sizes = {p.relative_to(tmp_path).as_posix(): p.stat().st_size
+             for p in tmp_path.rglob("*") if p.is_file()}
+    assert sizes == {"multi/a.bin": 10000, "multi/empty": 0, "multi/sub/b.bin": 10000,
+                     "multi/sub/deeper/c.bin": 30000, "multi/d.bin": 5}
+    assert await st.verify() == set()
+    await st.write_piece(1, piece(1))
+    await st.write_piece(0, bytearray(piece(0)))
+    st._cache.clear()
+    assert await st.read_piece(0) == piece(0)
+    assert await st.read_block(1, 16384, 17237 - 16384) == DATA[PL + 16384:]
+    await st.close()
+    on_disk = b"".join((tmp_path / "multi" / Path(*path)).read_bytes() for path, _ in LAYOUT)
+    assert on_disk == DATA
+
+
+async def test_blocks_of_one_piece_cost_one_disk_read(tmp_path):
+    data = os.urandom(4 * 262144)
+    meta = make_meta("one", [(("f",), len(data))], 262144, data)
+    (tmp_path / "one").mkdir()
+    (tmp_path / "one" / "f").write_bytes(data)
+    st = Storage(meta, tmp_path)
+    await st.open(create=False)
+    reads = []
+    real = st._read_sync
+    st._read_sync = lambda index, spans=None: reads.append(index) or real(index, spans)
+    blocks = await asyncio.gather(*(st.read_block(2, b, 16384) for b in range(0, 262144, 16384)))
+    assert b"".join(blocks) == data[2 * 262144:3 * 262144]
+    assert await st.read_block(2, 0, 100) == data[2 * 262144:2 * 262144 + 100]
+    assert reads == [2]
+    await st.close()
+
+
+async def test_verify_finds_good_pieces_and_a_corrupted_byte(tmp_path):
+    st = Storage(META, tmp_path)
+    await st.open()
+    await st.write_piece(0, piece(0))
+    await st.write_piece(1, piece(1))
+    progress = []
+    assert await st.verify(lambda done, total: progress.append((done, total))) == {0, 1}
+    assert progress[-1] == (2, 2)
+    await st.close()
+    c = tmp_path / "multi" / "sub" / "deeper" / "c.bin"
+    raw = bytearray(c.read_bytes())
+    raw[20000] ^= 0x01                 # byte 40000 of the torrent: piece 1
+    c.write_bytes(raw)
+    st = Storage(META, tmp_path)
+    await st.open()
+    assert await st.verify() == {0}
+    await st.close()
+
+
+async def test_verify_missing_and_short_files(tmp_path):
+    st = Storage(META, tmp_path)
+    await st.open()
+    await st.write_piece(0, piece(0))
+    await st.write_piece(1, piece(1))
+    await st.close()
+    (tmp_path / "multi" / "d.bin").unlink()        # only in piece 1
+    st = Storage(META, tmp_path)
+    await st.open(create=False)
+    assert await st.verify() == {0}
+    with pytest.raises(StorageError, match="missing"):
+        await st.read_piece(1)
+    await st.close()
+    with open(tmp_path / "multi" / "sub" / "deeper" / "c.bin", "r+b") as f:
+        f.truncate(5000)                            # piece 0 now ends past the file
+    st = Storage(META, tmp_path)
+    await st.open()                                 # recreates d.bin, regrows c.bin
+    assert await st.verify() == set()
+    assert (tmp_path / "multi" / "sub" / "deeper" / "c.bin").stat().st_size == 30000
+    await st.close()
+
+
+async def test_verify_piece(tmp_path):
+    st = Storage(META, tmp_path)
+    assert await st.verify_piece(0, piece(0))
+    assert not await st.verify_piece(0, piece(0)[:-1] + bytes([piece(0)[-1] ^ 1]))
+    assert not await st.verify_piece(1, piece(0))
+    assert await st.verify_piece(1, bytearray(piece(1)))
+
+
+async def test_symlink_out_of_root_is_refused(tmp_path):
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    (root / "multi").mkdir(parents=True)
+    outside.mkdir()
+    (root / "multi" / "sub").symlink_to(outside)
+    st = Storage(META, root)
+    with pytest.raises(StorageError, match="outside"):
+        await st.open()
+    assert list(outside.iterdir()) == []
+    assert not (root / "multi" / "a.bin").exists(), "nothing is created before the check"
+
+
+async def test_symlinked_file_out_of_root_is_refused(tmp_path):
+    root = tmp_path / "root"
+    (root / "multi").mkdir(parents=True)
+    target = tmp_path / "victim"
+    target.write_bytes(b"keep me")
+    (root / "multi" / "d.bin").symlink_to(target)
+    with pytest.raises(StorageError, match="outside"):
+        await Storage(META, root).open()
+    assert target.read_bytes() == b"keep me"
+
+
+async def test_misuse_is_reported(tmp_path):
+    st = Storage(META, tmp_path)
+    with pytest.raises(StorageError, match="not open"):
+        await st.read_piece(0)
+    await st.open()
+    with pytest.raises(ValueError):
+        await st.write_piece(0, b"short")
+    with pytest.raises(ValueError):
+        await st.read_block(1, 17000, 16384)
+    await st.close()
+    await st.close()   # twice is fine
+
+
+@pytest.fixture
+def tiny_tmpfs(tmp_path):
+    """A 1 MiB tmpfs: root only; skipped elsewhere unless CI=true, where it must work."""
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    why = None
+    if os.geteuid() != 0:
+        why = "needs root to mount a tmpfs"
+    else:
+        res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)],
+                             capture_output=True, text=True)
+        if res.returncode != 0:
+            why = f"cannot mount a tmpfs: {res.stderr.strip()}"
+    if why:
+        if os.environ.get("CI") == "true":
+            pytest.fail(why)
+        pytest.skip(why)
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+async def test_disk_full_and_read_only_are_clear_errors(tiny_tmpfs):
+    data = os.urandom(2 * 1024 * 1024)
+    meta = make_meta("big", [(("big.bin",), len(data))], 262144, data)
+    st = Storage(meta, tiny_tmpfs)
+    await st.open()            # sparse: 2 MiB of file on a 1 MiB disk is fine until written
+    with pytest.raises(StorageError) as info:
+        for i in range(meta.num_pieces):
+            await st.write_piece(i, data[i * 262144:(i + 1) * 262144])
+    assert str(info.value) == f"disk full writing {tiny_tmpfs / 'big' / 'big.bin'}"
+    await st.close()
+    subprocess.run(["mount", "-o", "remount,ro", str(tiny_tmpfs)], check=True)
+    st = Storage(meta, tiny_tmpfs)
+    with pytest.raises(StorageError, match="^read-only file system opening .*big.bin$"):
+        await st.open()
