@@ -282,5 +282,30 @@ def compare(**opts) -> None:
     sys.exit(0 if ok else 1)
 
 
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--tracker", "-t", "trackers", multiple=True,
+              help="Announce URL (repeat for more tiers); none: LAN discovery only.")
+@click.option("--torrents-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("."),
+              show_default=True, help="Where to write the .torrent files (a tracker's --torrents DIR).")
+@common_peer_options
+def share(paths: tuple[Path, ...], trackers, torrents_dir: Path, **opts) -> None:
+    """Make a torrent for each file or folder in PATHS and seed them all."""
+    from peer.share import ShareError, run_share
+    config = ClientConfig(host=opts["host"], port=opts["port"], upload_limit=opts["upload_limit"],
+                          download_limit=opts["download_limit"],
+                          max_connections_per_torrent=opts["max_peers"])
+    if opts["no_lsd"]:
+        config.lsd = False
+    try:
+        code = asyncio.run(run_share(paths, trackers, torrents_dir, config,
+                                     echo=lambda line: click.echo(line) or sys.stdout.flush()))
+    except (ShareError, *KNOWN_ERRORS) as exc:
+        fail(_describe(exc))
+    except KeyboardInterrupt:
+        code = 0
+    sys.exit(code)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
