@@ -171,7 +171,10 @@ class PeerConnection(asyncio.Protocol):
         if reason:
             log.debug("closing %s: %s", self.address, reason)
         if self.transport is not None:
-            self.transport.abort()
+            # flush what is queued (a handshake reply, rejects), but never wait on a peer
+            # that does not read: abort after a grace period
+            self.transport.close()
+            self.loop.call_later(2.0, self.transport.abort)
         self._finish()
 
     def _finish(self) -> None:

@@ -102,12 +102,18 @@ def test_create_folder_torrent_and_seed_multi_file(tmp_path, tracker_process, pr
     assert tree_digest(tmp_path / "dl" / "kit") == tree_digest(folder)
 
 
-async def _raw_connect(port: int, payload: bytes) -> bytes:
+async def _raw_connect(port: int, payload: bytes, then: bytes = b"") -> bytes:
+    """Send payload; if `then`, read the 68-byte handshake reply first, then send `then`."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(payload)
     await writer.drain()
     try:
-        data = await asyncio.wait_for(reader.read(), timeout=5)
+        data = b""
+        if then:
+            data = await asyncio.wait_for(reader.readexactly(68), timeout=5)
+            writer.write(then)
+            await writer.drain()
+        data += await asyncio.wait_for(reader.read(), timeout=5)
     finally:
         writer.close()
     return data
@@ -129,8 +135,10 @@ def test_garbage_to_peer_port_drops_only_that_connection(tmp_path, tracker_proce
     assert asyncio.run(_raw_connect(port, b"GET / HTTP/1.1\r\n\r\n" * 10)) == b""
     # a valid handshake, then an oversized length prefix: closed after the handshake reply
     hs = wire.encode(wire.Handshake(meta.info_hash, b"-XX0000-garbagegarba"))
-    reply = asyncio.run(_raw_connect(port, hs + b"\xff\xff\xff\xff\x07"))
-    assert reply[:68][28:48] == meta.info_hash
+    reply = asyncio.run(_raw_connect(port, hs, then=b"\xff\xff\xff\xff\x07"))
+    assert reply[28:48] == meta.info_hash
+    # after the reply come its bitfield (have_all) and extension handshake, then EOF
+    assert len(reply) < 68 + 200
     # the daemon still serves: a real download completes
     result = swarm_peer("get", torrent, "-o", tmp_path / "dl", "--port", "0", "--host", "127.0.0.1",
                         "--no-seed", timeout=60)
