@@ -28,7 +28,7 @@ from aiohttp import web
 from common.metainfo import MetainfoError, load_metainfo
 from common.rates import TokenBucket, format_bytes
 from common.tracker_proto import (
-    TrackerProtocolError, encode_announce_response, encode_failure, encode_scrape_response,
+    TrackerProtocolError, encode_announce_response, encode_compact_announce, encode_failure, encode_scrape_response,
     parse_announce_query, parse_scrape_query,
 )
 from tracker.registry import RegistryError, SwarmRegistry
@@ -99,6 +99,7 @@ class TrackerHttp:
         self.catalog = TorrentCatalog(torrents_dir.resolve()) if torrents_dir else None
         self.files_dir = files_dir.resolve() if files_dir else None
         self.bucket = TokenBucket(upload_limit) if upload_limit else None
+        self.files_bytes_sent = 0   # body bytes of /files/ responses: what the origin uploaded
 
     # -- tracker protocol -------------------------------------------------------------------
     async def announce(self, request: web.Request) -> web.Response:
@@ -106,8 +107,12 @@ class TrackerHttp:
         query = request.raw_path.partition("?")[2]
         try:
             req = parse_announce_query(query)
-            resp = self.registry.announce(req, request.remote or "", self.clock())
-            body = encode_announce_response(resp, compact=req.compact)
+            if req.compact:
+                answer = self.registry.announce_compact(req, request.remote or "", self.clock())
+                body = encode_compact_announce(answer.response, answer.peers4, answer.peers6)
+            else:
+                resp = self.registry.announce(req, request.remote or "", self.clock())
+                body = encode_announce_response(resp, compact=False)
         except (TrackerProtocolError, RegistryError) as exc:
             body = encode_failure(str(exc))
         except Exception:
@@ -145,7 +150,8 @@ class TrackerHttp:
     async def stats_json(self, request: web.Request) -> web.Response:
         return web.json_response({"torrents": self._rows(),
                                   "torrent_count": self.registry.torrent_count,
-                                  "peer_count": self.registry.peer_count})
+                                  "peer_count": self.registry.peer_count,
+                                  "files_bytes_sent": self.files_bytes_sent})
 
     async def index(self, request: web.Request) -> web.Response:
         lines = ["<!doctype html><html><head><meta charset='utf-8'><title>swarm tracker</title>",
@@ -197,7 +203,11 @@ class TrackerHttp:
         if path is None:
             raise web.HTTPNotFound(text="no such file\n")
         if self.bucket is None:
-            return web.FileResponse(path)   # sendfile, Range, conditional requests
+            resp = web.FileResponse(path)   # sendfile, Range, conditional requests
+            await resp.prepare(request)     # sends the body, so its length can be counted
+            if request.method != "HEAD" and resp.status in (200, 206):
+                self.files_bytes_sent += resp.content_length or 0
+            return resp
         return await self._throttled_file(request, path)
 
     async def _throttled_file(self, request: web.Request, path: Path) -> web.StreamResponse:
@@ -234,6 +244,7 @@ class TrackerHttp:
                 if delay > 0:
                     await asyncio.sleep(delay)
                 await resp.write(chunk)
+                self.files_bytes_sent += len(chunk)
                 left -= len(chunk)
         await resp.write_eof()
         return resp
