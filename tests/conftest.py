@@ -1,0 +1,114 @@
+"""Shared fixtures for every test: tool checks, free ports, process management.
+
+Process helpers (tracker, swarm peer, aria2c, libtorrent) live in tests/interop_clients.py
+so that benchmarks can use them too; this file makes that module importable and turns
+its pieces into fixtures.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import interop_clients  # noqa: E402
+from interop_clients import ProcessSet, Tracker, have_tool, start_tracker  # noqa: E402
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def require_tool(name: str) -> None:
+    """Skip the test when an executable or python module is missing; in CI, fail instead:
+    there .ci/run installs everything, so a missing tool is a broken setup, not a skip."""
+    if have_tool(name):
+        return
+    message = f"{name} is not installed (an executable on PATH or a python module)"
+    if IN_CI:
+        pytest.fail(f"CI: {message}", pytrace=False)
+    pytest.skip(message)
+
+
+def free_port() -> int:
+    """A TCP+UDP port free on 127.0.0.1 right now (for clients that cannot bind port 0)."""
+    return interop_clients.free_port()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_local_discovery():
+    """Local Service Discovery (BEP 14) multicasts to the LAN: off in every test, for the
+    test process and every child it starts."""
+    old = os.environ.get("SWARM_NO_LSD")
+    os.environ["SWARM_NO_LSD"] = "1"
+    yield
+    if old is None:
+        os.environ.pop("SWARM_NO_LSD", None)
+    else:
+        os.environ["SWARM_NO_LSD"] = old
+
+
+@pytest.fixture
+def procs(request):
+    """Start processes with `procs.start(argv, name=...)`; all are stopped at teardown.
+    When the test failed, the tail of every process's output is printed."""
+    started = ProcessSet()
+    yield started
+    started.stop_all()
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        print(started.report())
+
+
+@pytest.fixture
+def tracker(procs) -> Tracker:
+    """A `swarm-tracker` on 127.0.0.1 at a free port (HTTP and UDP)."""
+    require_tool_module("tracker.cli")
+    return start_tracker(procs)
+
+
+def require_tool_module(module: str) -> None:
+    """Skip (or fail in CI) while a swarm module does not exist yet."""
+    import importlib.util
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        found = False
+    if not found:
+        if IN_CI:
+            pytest.fail(f"CI: {module} is missing", pytrace=False)
+        pytest.skip(f"{module} is not written yet")
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    """Keep each phase's report on the item, so fixtures can tell whether the test failed."""
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report
+
+
+# --- timings: interop tests record how long each client pair took ----------------------
+
+TIMINGS_KEY = pytest.StashKey[list]()
+
+
+@pytest.fixture
+def record_timing(request):
+    """record_timing("aria2c <- swarm seed", seconds): listed at the end of the run."""
+    timings = request.config.stash.setdefault(TIMINGS_KEY, [])
+
+    def record(label: str, seconds: float) -> None:
+        timings.append((label, seconds))
+
+    return record
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    timings = config.stash.get(TIMINGS_KEY, [])
+    if timings:
+        terminalreporter.section("interop timings")
+        for label, seconds in timings:
+            terminalreporter.write_line(f"{seconds:7.2f}s  {label}")
