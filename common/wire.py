@@ -207,6 +207,12 @@ def piece_header(index: int, begin: int, length: int) -> bytes:
         raise ProtocolError(f"cannot encode piece header ({index}, {begin}, {length}): {exc}") from None
 
 
+def encode_requests(blocks: Iterable[tuple[int, int, int]]) -> bytes:
+    """Many Request messages in one buffer: the downloader's hot path, no objects per block."""
+    pack = _LEN_ID_3U32.pack
+    return b"".join([pack(13, REQUEST, i, b, n) for i, b, n in blocks])
+
+
 def _encode_handshake(msg: Handshake) -> bytes:
     if len(msg.reserved) != 8 or len(msg.info_hash) != 20 or len(msg.peer_id) != 20:
         raise ProtocolError(

@@ -85,6 +85,7 @@ class PeerConnection(asyncio.Protocol):
         self.max_inflight = 32                          # grows with the measured rate
         self.peer_reqq = DEFAULT_PEER_REQQ
         self.queued: collections.deque[Block] = collections.deque()  # their requests to us
+        self._outbox: list[Block] = []                  # our requests not yet written
         self.requests_while_choked = 0
         self._serving = False
         self._write_ready = asyncio.Event()
@@ -206,13 +207,23 @@ class PeerConnection(asyncio.Protocol):
             self.send(Interested() if interested else NotInterested())
 
     def request(self, blocks: list[Block]) -> None:
+        """Queue requests; they leave in one write at the end of this loop iteration."""
         now = self.loop.time()
         for block in blocks:
             self.inflight[block] = now
-        self.send_many([Request(*b) for b in blocks])
+        if not self._outbox:
+            self.loop.call_soon(self._flush_requests)
+        self._outbox.extend(blocks)
+
+    def _flush_requests(self) -> None:
+        blocks, self._outbox = self._outbox, []
+        still = [b for b in blocks if b in self.inflight]  # not cancelled meanwhile
+        if still and not self.closed and self.transport is not None:
+            self.transport.write(wire.encode_requests(still))
+            self.last_sent = self.loop.time()
 
     def cancel(self, block: Block) -> None:
-        if self.inflight.pop(block, None) is not None:
+        if self.inflight.pop(block, None) is not None and block not in self._outbox:
             self.send(Cancel(*block))
 
     def request_room(self) -> int:
@@ -359,6 +370,7 @@ class PeerConnection(asyncio.Protocol):
         """Send queued blocks, as fast as the write buffer and the upload cap allow."""
         torrent = self.torrent
         assert torrent is not None
+        last_index = -1
         try:
             while self.queued and not self.closed:
                 if not self._write_ready.is_set():
@@ -368,7 +380,12 @@ class PeerConnection(asyncio.Protocol):
                 delay = torrent.reserve_upload(length)
                 if delay > 0:
                     await asyncio.sleep(delay)
-                piece = await torrent.read_piece(index)
+                if index != last_index:  # a new piece: make sure the next ones are on their way
+                    last_index = index
+                    torrent.prefetch(self.queued)
+                piece = torrent.cached_piece(index)
+                if piece is None:
+                    piece = await torrent.read_piece(index)
                 if self.closed or self.am_choking:
                     continue
                 self.transport.writelines(

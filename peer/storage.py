@@ -233,6 +233,35 @@ class Storage:
             return hashlib.sha1(data).digest() == expected
         return await asyncio.to_thread(_sha1_matches, data, expected)
 
+    async def store_if_valid(self, index: int, data: bytes | bytearray) -> bool:
+        """Hash a freshly assembled piece and, if it matches, write it: one thread hop, not two."""
+        self._require_open()
+        expected = self.meta.piece_hashes[index]
+        if len(data) != self.meta.piece_size(index):
+            return False
+        data = bytes(data)
+
+        def check_and_write() -> bool:
+            if hashlib.sha1(data).digest() != expected:
+                return False
+            self._write_sync(index, data)
+            return True
+
+        ok = await asyncio.to_thread(check_and_write)
+        if ok:
+            self._remember(index, data)
+        return ok
+
+    def cached(self, index: int) -> bytes | None:
+        """The piece if it is in the read cache (no I/O)."""
+        return self._cache.get(index)
+
+    def prefetch(self, index: int) -> None:
+        """Start reading a piece into the cache, so a server's next pieces are ready in time."""
+        if index not in self._cache and index not in self._reading and self._opened:
+            fut = asyncio.ensure_future(self.read_piece(index))
+            fut.add_done_callback(_ignore_result)
+
     # -- pieces ---------------------------------------------------------------------------
     async def write_piece(self, index: int, data: bytes | bytearray) -> None:
         """Write one verified piece, one pwrite per file it touches."""
@@ -314,6 +343,11 @@ class Storage:
     def _require_open(self) -> None:
         if not self._opened:
             raise StorageError(f"storage for {self.meta.name} is not open")
+
+
+def _ignore_result(fut: asyncio.Future) -> None:
+    if not fut.cancelled():
+        fut.exception()  # a failed prefetch is retried by the real read, which reports it
 
 
 def _sha1_matches(data: bytes | bytearray, expected: bytes) -> bool:

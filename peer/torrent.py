@@ -346,7 +346,7 @@ class Torrent:
         if conn.peer_choking or not conn.am_interested or conn.closed or self.error:
             return
         room = conn.request_room()
-        if room <= 0 or (conn.inflight and room < 8):
+        if room <= 0 or (conn.inflight and room < max(8, conn.max_inflight // 4)):
             return
         blocks = self.picker.pick(conn, room)
         if blocks:
@@ -383,11 +383,9 @@ class Torrent:
 
     async def _finish_piece(self, index: int, data: bytearray) -> None:
         try:
-            ok = await self.storage.verify_piece(index, data)
-            if not ok:
+            if not await self.storage.store_if_valid(index, data):
                 self._piece_failed(index)
                 return
-            await self.storage.write_piece(index, data)
         finally:
             self.hashing.discard(index)
         self.picker.piece_verified(index)
@@ -468,6 +466,21 @@ class Torrent:
 
     async def read_piece(self, index: int) -> bytes:
         return await self.storage.read_piece(index)
+
+    def cached_piece(self, index: int) -> bytes | None:
+        return self.storage.cached(index)
+
+    def prefetch(self, queue) -> None:
+        """Read ahead the next few distinct pieces a peer asked for."""
+        seen = 0
+        last = -1
+        for n, (index, _, _) in enumerate(queue):
+            if n >= 64 or seen >= 3:
+                break
+            if index != last:
+                last = index
+                seen += 1
+                self.storage.prefetch(index)
 
     def count_upload(self, n: int) -> None:
         self.uploaded += n
