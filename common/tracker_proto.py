@@ -22,7 +22,8 @@ from common.bencoding import BencodeError, bdecode, bencode
 __all__ = [
     "TrackerProtocolError", "TrackerFailure", "PeerAddr", "AnnounceRequest",
     "AnnounceResponse", "ScrapeStats", "EVENTS", "build_announce_url",
-    "parse_announce_query", "encode_announce_response", "decode_announce_response",
+    "parse_announce_query", "encode_announce_response", "encode_compact_announce",
+    "decode_announce_response",
     "encode_failure", "scrape_url_for", "build_scrape_url", "parse_scrape_query",
     "encode_scrape_response", "decode_scrape_response", "encode_compact_peers",
     "decode_compact_peers", "PROTOCOL_ID", "ACTION_CONNECT", "ACTION_ANNOUNCE",
@@ -242,27 +243,33 @@ def _bstr(text: str | bytes) -> bytes:
 
 
 def encode_announce_response(resp: AnnounceResponse, compact: bool = True) -> bytes:
-    """Bencoded announce answer: compact `peers`/`peers6` (BEP 23/7) or the list-of-dicts form.
+    """Bencoded announce answer: compact `peers`/`peers6` (BEP 23/7) or the list-of-dicts form."""
+    if compact:
+        return encode_compact_announce(resp, *encode_compact_peers(resp.peers))
+    peer_list = []
+    for peer in resp.peers:
+        entry: dict[str, object] = {"ip": peer.ip, "port": peer.port}
+        if peer.peer_id is not None:
+            entry["peer id"] = peer.peer_id
+        peer_list.append(entry)
+    return _announce_dict(resp, b"5:peers" + bencode(peer_list))
 
-    Written out by hand in sorted-key order because it is the tracker's hot path.
-    """
+
+def encode_compact_announce(resp: AnnounceResponse, peers4: bytes, peers6: bytes) -> bytes:
+    """The compact answer from already packed peers (`resp.peers` is not looked at)."""
+    peers = b"5:peers" + _bstr(peers4)
+    if peers6:
+        peers += b"6:peers6" + _bstr(peers6)
+    return _announce_dict(resp, peers)
+
+
+def _announce_dict(resp: AnnounceResponse, peers: bytes) -> bytes:
+    """Written out by hand, keys in sorted order, because it is the tracker's hot path."""
     parts = [b"d8:completei%de10:incompletei%de8:intervali%de" % (
         resp.complete, resp.incomplete, resp.interval)]
     if resp.min_interval is not None:
         parts.append(b"12:min intervali%de" % resp.min_interval)
-    if compact:
-        v4, v6 = encode_compact_peers(resp.peers)
-        parts.append(b"5:peers" + _bstr(v4))
-        if v6:
-            parts.append(b"6:peers6" + _bstr(v6))
-    else:
-        peer_list = []
-        for peer in resp.peers:
-            entry: dict[str, object] = {"ip": peer.ip, "port": peer.port}
-            if peer.peer_id is not None:
-                entry["peer id"] = peer.peer_id
-            peer_list.append(entry)
-        parts.append(b"5:peers" + bencode(peer_list))
+    parts.append(peers)
     if resp.warning is not None:
         parts.append(b"15:warning message" + _bstr(resp.warning))
     parts.append(b"e")

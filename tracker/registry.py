@@ -17,9 +17,11 @@ import random
 from dataclasses import dataclass, field
 from itertools import islice
 
-from common.tracker_proto import AnnounceRequest, AnnounceResponse, PeerAddr, ScrapeStats
+from common.tracker_proto import (
+    AnnounceRequest, AnnounceResponse, PeerAddr, ScrapeStats, encode_compact_peers,
+)
 
-__all__ = ["RegistryError", "SwarmRegistry"]
+__all__ = ["CompactAnswer", "RegistryError", "SwarmRegistry", "plain_ip"]
 
 
 class RegistryError(Exception):
@@ -28,7 +30,9 @@ class RegistryError(Exception):
 
 @dataclass(slots=True)
 class _Peer:
+    key: tuple[str, int]   # (ip, port)
     addr: PeerAddr         # ip, port, peer id: ready to hand out
+    compact: bytes         # 6 (IPv4) or 18 (IPv6) bytes, packed once instead of per announce
     uploaded: int
     downloaded: int
     left: int
@@ -36,15 +40,70 @@ class _Peer:
     counted_complete: bool = False   # already added to the swarm's `downloaded` count
 
 
+class _PeerList:
+    """Peers in a list kept in uniformly random order, plus a key -> position index.
+
+    A new peer goes to a random position (the one there moves to the end: an inside-out
+    Fisher-Yates step) and a removed one is replaced by the last, which keeps the order a
+    uniformly random permutation. So any run of consecutive entries is a random sample,
+    and picking peers costs one random number and a slice instead of n random draws.
+    """
+
+    __slots__ = ("items", "where")
+
+    def __init__(self) -> None:
+        self.items: list[_Peer] = []
+        self.where: dict[tuple[str, int], int] = {}
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def get(self, key: tuple[str, int]) -> _Peer | None:
+        i = self.where.get(key)
+        return None if i is None else self.items[i]
+
+    def add(self, peer: _Peer, rng: random.Random) -> None:
+        items = self.items
+        i = rng.randrange(len(items) + 1)
+        if i == len(items):
+            items.append(peer)
+        else:
+            displaced = items[i]
+            items.append(displaced)
+            self.where[displaced.key] = len(items) - 1
+            items[i] = peer
+        self.where[peer.key] = i
+
+    def remove(self, key: tuple[str, int]) -> _Peer | None:
+        i = self.where.pop(key, None)
+        if i is None:
+            return None
+        peer = self.items[i]
+        last = self.items.pop()
+        if last is not peer:          # move the last peer into the hole
+            self.items[i] = last
+            self.where[last.key] = i
+        return peer
+
+
 @dataclass(slots=True)
 class _Swarm:
     # Seeders and leechers are kept apart so that seeders can be given leechers cheaply.
-    seeders: dict[tuple[str, int], _Peer] = field(default_factory=dict)
-    leechers: dict[tuple[str, int], _Peer] = field(default_factory=dict)
+    seeders: _PeerList = field(default_factory=_PeerList)
+    leechers: _PeerList = field(default_factory=_PeerList)
     downloaded: int = 0    # completed downloads seen (the scrape `downloaded` field)
 
     def __len__(self) -> int:
         return len(self.seeders) + len(self.leechers)
+
+
+@dataclass(slots=True)
+class CompactAnswer:
+    """An announce answer with the peers already packed (BEP 23/7): the servers' fast path."""
+
+    response: AnnounceResponse   # interval, counts, warning; `peers` is left empty
+    peers4: bytes                # 6 bytes per IPv4 peer
+    peers6: bytes                # 18 bytes per IPv6 peer
 
 
 def plain_ip(ip: str) -> str:
@@ -73,18 +132,32 @@ class SwarmRegistry:
     # -- announce ---------------------------------------------------------------------------
     def announce(self, req: AnnounceRequest, ip: str, now: float) -> AnnounceResponse:
         """Record the peer's state and answer with a random sample of the other peers."""
+        resp, chosen = self._announce(req, ip, now)
+        resp.peers = [p.addr for p in chosen]
+        return resp
+
+    def announce_compact(self, req: AnnounceRequest, ip: str, now: float) -> CompactAnswer:
+        """`announce`, with the peers as ready-made compact bytes."""
+        resp, chosen = self._announce(req, ip, now)
+        packed = b"".join([p.compact for p in chosen])
+        if len(packed) == 6 * len(chosen):      # all IPv4, the usual case
+            return CompactAnswer(resp, packed, b"")
+        return CompactAnswer(resp, b"".join([p.compact for p in chosen if len(p.compact) == 6]),
+                             b"".join([p.compact for p in chosen if len(p.compact) == 18]))
+
+    def _announce(self, req: AnnounceRequest, ip: str, now: float) -> tuple[AnnounceResponse, list[_Peer]]:
         ip = plain_ip(ip)
         key = (ip, req.port)
         swarm = self._swarms.get(req.info_hash)
         warning = None
 
         if req.event == "stopped":
-            if swarm is not None:
-                self._remove(swarm, key)
-                if not swarm:
-                    del self._swarms[req.info_hash]
-                return self._response(swarm, [], None)
-            return AnnounceResponse(interval=self.interval, min_interval=self.min_interval)
+            if swarm is None:
+                return AnnounceResponse(interval=self.interval, min_interval=self.min_interval), []
+            self._remove(swarm, key)
+            if not swarm:
+                del self._swarms[req.info_hash]
+            return self._response(swarm, None), []
 
         if swarm is None:
             if len(self._swarms) >= self.max_torrents:
@@ -98,9 +171,10 @@ class SwarmRegistry:
             peer = None
         if peer is None:
             if len(swarm) < self.max_peers_per_torrent:
-                peer = _Peer(PeerAddr(ip, req.port, req.peer_id), req.uploaded, req.downloaded,
-                             req.left, now)
-                (swarm.seeders if req.left == 0 else swarm.leechers)[key] = peer
+                addr = PeerAddr(ip, req.port, req.peer_id)
+                v4, v6 = encode_compact_peers([addr])
+                peer = _Peer(key, addr, v4 or v6, req.uploaded, req.downloaded, req.left, now)
+                (swarm.seeders if req.left == 0 else swarm.leechers).add(peer, self._rng)
             else:
                 warning = "swarm is full: you get peers but are not listed"
         else:
@@ -108,54 +182,59 @@ class SwarmRegistry:
             peer.uploaded, peer.downloaded, peer.left = req.uploaded, req.downloaded, req.left
             peer.last_seen = now
             if was_seeder != (req.left == 0):
-                (swarm.seeders if was_seeder else swarm.leechers).pop(key)
-                (swarm.leechers if was_seeder else swarm.seeders)[key] = peer
+                (swarm.seeders if was_seeder else swarm.leechers).remove(key)
+                (swarm.leechers if was_seeder else swarm.seeders).add(peer, self._rng)
         if peer is not None and req.event == "completed" and not peer.counted_complete:
             peer.counted_complete = True
             swarm.downloaded += 1
 
         numwant = self.default_numwant if req.numwant is None else req.numwant
-        peers = self._pick(swarm, key, min(numwant, self.max_numwant), seeding=req.left == 0)
-        return self._response(swarm, peers, warning)
+        chosen = self._pick(swarm, key, min(numwant, self.max_numwant), seeding=req.left == 0)
+        return self._response(swarm, warning), chosen
 
-    def _response(self, swarm: _Swarm, peers: list[PeerAddr], warning: str | None) -> AnnounceResponse:
-        return AnnounceResponse(interval=self.interval, peers=peers, complete=len(swarm.seeders),
+    def _response(self, swarm: _Swarm, warning: str | None) -> AnnounceResponse:
+        return AnnounceResponse(interval=self.interval, complete=len(swarm.seeders),
                                 incomplete=len(swarm.leechers), min_interval=self.min_interval,
                                 warning=warning)
 
-    def _pick(self, swarm: _Swarm, me: tuple[str, int], n: int, seeding: bool) -> list[PeerAddr]:
+    def _pick(self, swarm: _Swarm, me: tuple[str, int], n: int, seeding: bool) -> list[_Peer]:
         """Up to n random peers other than the asker; a seeder gets leechers first."""
         if n <= 0:
             return []
         if seeding:
-            picked = self._sample(swarm.leechers, me, n)
+            picked = self._sample(swarm.leechers.items, (), me, n)
             if len(picked) < n:
-                picked += self._sample(swarm.seeders, me, n - len(picked))
+                picked += self._sample(swarm.seeders.items, (), me, n - len(picked))
             return picked
-        if not swarm.seeders:
-            return self._sample(swarm.leechers, me, n)
-        if not swarm.leechers:
-            return self._sample(swarm.seeders, me, n)
-        everyone = list(swarm.seeders.items())
-        everyone += swarm.leechers.items()
-        return self._sample_items(everyone, me, n)
+        return self._sample(swarm.seeders.items, swarm.leechers.items, me, n)
 
-    def _sample(self, peers: dict[tuple[str, int], _Peer], me: tuple[str, int], n: int) -> list[PeerAddr]:
-        if len(peers) <= n + 1:      # small swarm: everyone but me, no sampling needed
-            return [p.addr for k, p in peers.items() if k != me][:n]
-        return self._sample_items(list(peers.items()), me, n)
+    def _sample(self, first: list[_Peer], second: list[_Peer] | tuple, me: tuple[str, int],
+                n: int) -> list[_Peer]:
+        """n random peers from first + second, leaving out `me`.
 
-    def _sample_items(self, items: list, me: tuple[str, int], n: int) -> list[PeerAddr]:
-        if len(items) <= n + 1:
-            chosen = items
-        else:
-            chosen = self._rng.sample(items, n + 1)   # one spare in case the asker is drawn
-        return list(islice((p.addr for k, p in chosen if k != me), n))
+        Both lists are in random order, so n + 1 consecutive entries (one spare in case the
+        asker is among them) from a random start, wrapping around, are a random sample.
+        """
+        total = len(first) + len(second)
+        if total <= n + 1:          # small swarm: everyone but me
+            return [p for p in (*first, *second) if p.key != me][:n]
+        start = self._rng.randrange(total)
+        chosen: list[_Peer] = []
+        wanted = n + 1
+        while wanted > 0:
+            if start < len(first):
+                piece = first[start:start + wanted]
+            else:
+                piece = second[start - len(first):start - len(first) + wanted]
+            chosen += piece
+            wanted -= len(piece)
+            start = (start + len(piece)) % total
+        return [p for p in chosen if p.key != me][:n]
 
     @staticmethod
     def _remove(swarm: _Swarm, key: tuple[str, int]) -> None:
-        if swarm.seeders.pop(key, None) is None:
-            swarm.leechers.pop(key, None)
+        if swarm.seeders.remove(key) is None:
+            swarm.leechers.remove(key)
 
     # -- housekeeping -----------------------------------------------------------------------
     def expire(self, now: float) -> int:
@@ -165,9 +244,9 @@ class SwarmRegistry:
         for info_hash in list(self._swarms):
             swarm = self._swarms[info_hash]
             for peers in (swarm.seeders, swarm.leechers):
-                stale = [k for k, p in peers.items() if p.last_seen < cutoff]
-                for k in stale:
-                    del peers[k]
+                stale = [p.key for p in peers.items if p.last_seen < cutoff]
+                for key in stale:
+                    peers.remove(key)
                 dropped += len(stale)
             if not swarm:
                 del self._swarms[info_hash]
@@ -199,4 +278,4 @@ class SwarmRegistry:
         swarm = self._swarms.get(info_hash)
         if swarm is None:
             return []
-        return [p.addr for p in (*swarm.seeders.values(), *swarm.leechers.values())]
+        return [p.addr for p in (*swarm.seeders.items, *swarm.leechers.items)]

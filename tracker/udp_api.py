@@ -93,11 +93,12 @@ class UdpTracker:
             downloaded=msg.downloaded, left=msg.left, event=event,
             numwant=msg.num_want if msg.num_want >= 0 else None, key=msg.key)
         ip = plain_ip(addr[0])
-        resp = self.registry.announce(req, ip, now)
-        ipv6 = ":" in ip     # BEP 15: an IPv6 request gets 18-byte IPv6 peers
-        peers = [p for p in resp.peers if (":" in p.ip) == ipv6]
-        return encode_udp(UdpAnnounceResponse(msg.transaction_id, resp.interval, resp.incomplete,
-                                              resp.complete, peers))
+        answer = self.registry.announce_compact(req, ip, now)
+        resp = answer.response
+        header = encode_udp(UdpAnnounceResponse(msg.transaction_id, resp.interval, resp.incomplete,
+                                                resp.complete, []))
+        # the peers come last, packed already; BEP 15: an IPv6 request gets 18-byte IPv6 peers
+        return header + (answer.peers6 if ":" in ip else answer.peers4)
 
 
 def _at_most(reply: bytes, limit: int) -> bytes | None:
