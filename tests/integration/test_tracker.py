@@ -326,3 +326,28 @@ def test_cli_bad_options_are_one_line_and_exit_2(tmp_path):
     assert len(lines) == 1 and "cannot listen on TCP 127.0.0.1:" in lines[0] and "in use" in lines[0]
     bad_rate = _run_cli("--port", "0", "--upload-limit", "fast")
     assert bad_rate.returncode == 2 and "--upload-limit: invalid rate 'fast'" in bad_rate.stderr
+
+
+async def test_ipv6_tracker_gives_peers6_and_18_byte_udp_peers(http):
+    running = await start_tracker(TrackerConfig(host="::1", port=0, interval=60))
+    try:
+        base = running.base_url
+        assert base.startswith("[::1]:")
+        await http_announce(http, base, 1)
+        second = await http_announce(http, base, 2)
+        assert second.peers == [PeerAddr("::1", 20001)]
+        status, body = await get(http, tp.build_announce_url(
+            f"http://{base}/announce", AnnounceRequest(IH, peer_id(3), 20003)))
+        assert b"6:peers6" in body and b"5:peers0:" in body
+        stream = await asyncio_dgram.connect(("::1", running.port))
+        try:
+            cid = (await udp_exchange(stream, tp.encode_udp(tp.UdpConnectRequest(1)))).connection_id
+            await stream.send(udp_announce(cid, 4, tid=8))
+            data, _ = await asyncio.wait_for(stream.recv(), 2)
+            reply = tp.decode_udp_response(data, ipv6=True)
+            assert len(data) == 20 + 18 * 3
+            assert {p.port for p in reply.peers} == {20001, 20002, 20003}
+        finally:
+            stream.close()
+    finally:
+        await running.close()

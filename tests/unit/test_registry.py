@@ -186,3 +186,42 @@ def test_scrape_unknown_and_all(reg):
     capped.announce(req(1), ip(1), now=0)
     capped.announce(req(1, info_hash=IH2), ip(1), now=0)
     assert len(capped.scrape([])) == 1
+
+
+def test_many_joins_leaves_and_state_changes_keep_the_books_straight():
+    """Random churn: every listed peer is findable, counts match, nobody is lost or doubled."""
+    rng = random.Random(3)
+    reg = SwarmRegistry(interval=100, max_peers_per_torrent=10_000, rng=random.Random(4))
+    alive: dict[int, int] = {}                    # peer number -> left
+    for step in range(3000):
+        n = rng.randrange(150)
+        action = rng.random()
+        if action < 0.2 and n in alive:
+            reg.announce(req(n, event="stopped"), ip(n), now=step)
+            del alive[n]
+        else:
+            left = rng.choice((0, 10))
+            reg.announce(req(n, left=left), ip(n), now=step)
+            alive[n] = left
+    listed = {(p.ip, p.port) for p in reg.peers_of(IH)}
+    assert listed == {(ip(n), 10000 + n) for n in alive}
+    assert len(reg.peers_of(IH)) == len(alive)
+    seeders = sum(1 for left in alive.values() if left == 0)
+    assert reg.scrape([IH])[IH] == ScrapeStats(seeders, 0, len(alive) - seeders)
+    for n in list(alive)[:20]:
+        got = reg.announce(req(n, left=alive[n], numwant=20), ip(n), now=5000).peers
+        assert (ip(n), 10000 + n) not in {(p.ip, p.port) for p in got}
+        assert len(got) == len({(p.ip, p.port) for p in got}) == min(20, len(alive) - 1)
+
+
+def test_every_peer_gets_listed_somewhere():
+    """Picks are spread over the whole swarm, not stuck on one part of it."""
+    reg = SwarmRegistry(interval=100, rng=random.Random(9))
+    for n in range(300):
+        reg.announce(req(n), ip(n), now=0)
+    counts = dict.fromkeys(range(300), 0)
+    for n in range(300):
+        for p in reg.announce(req(n, numwant=50), ip(n), now=1).peers:
+            counts[p.port - 10000] += 1
+    # 300 answers x 50 peers = 15000 listings, 50 per peer on average
+    assert min(counts.values()) > 15 and max(counts.values()) < 100
