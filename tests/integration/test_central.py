@@ -1,0 +1,149 @@
+"""Central and hybrid modes: web seeds (BEP 19) served by `swarm-tracker --files` or any
+HTTP server with Range, every piece hash-checked, a lying origin never corrupting a file."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from aiohttp import web
+
+from common.metainfo import create_metainfo, parse_metainfo
+from tests.integration.conftest import (
+    ROOT, make_file, sha1_of, start_process, torrent_for, tree_digest, wait_for_line,
+)
+
+PIECE = 16384
+
+
+def start_origin(tmp_path: Path, files: Path, processes: list, *extra: str) -> str:
+    """`swarm-tracker start --files DIR`: returns http://127.0.0.1:PORT."""
+    log = tmp_path / f"origin-{len(processes)}.log"
+    proc = start_process(["-m", "tracker", "start", "--host", "127.0.0.1", "--port", "0",
+                          "--interval", "5", "--files", str(files), *extra], log)
+    processes.append(proc)
+    port = wait_for_line(log, r"http://127\.0\.0\.1:(\d+)/announce", proc, 20).group(1)
+    return f"http://127.0.0.1:{port}"
+
+
+def peer_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    """`swarm-peer ARGS`; get and seed listen on 127.0.0.1 only."""
+    if args[0] in ("get", "seed"):
+        args = (*args, "--host", "127.0.0.1", "--port", "0", "--no-lsd")
+    return subprocess.run([sys.executable, "-m", "peer", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=ROOT, env={**os.environ, "SWARM_NO_LSD": "1"})
+
+
+def corrupt(original: Path, copy: Path, pieces: list[int]) -> None:
+    """A copy of `original` with one byte flipped in the middle of each of `pieces`."""
+    data = bytearray(original.read_bytes())
+    for index in pieces:
+        data[index * PIECE + PIECE // 2] ^= 0xFF
+    copy.parent.mkdir(parents=True, exist_ok=True)
+    copy.write_bytes(bytes(data))
+
+
+def test_central_mode_downloads_a_byte_identical_file_from_the_origin(tmp_path, processes):
+    src = make_file(tmp_path / "files" / "video.bin", 40 * PIECE + 777, seed=11)
+    base = start_origin(tmp_path, src.parent, processes)
+    torrent = tmp_path / "video.torrent"
+    made = peer_cli("create", str(src), "--tracker", f"{base}/announce", "--web-seed",
+                    f"{base}/files/video.bin", "--piece-length", str(PIECE), "-o", str(torrent))
+    assert made.returncode == 0, made.stderr
+    assert parse_metainfo(torrent.read_bytes()).web_seeds == (f"{base}/files/video.bin",)
+
+    got = peer_cli("get", str(torrent), "-o", str(tmp_path / "out"), "--mode", "central", "--no-seed")
+    assert got.returncode == 0, got.stdout + got.stderr
+    assert "complete:" in got.stdout
+    assert sha1_of(tmp_path / "out" / "video.bin") == sha1_of(src)
+
+
+def test_central_mode_multi_file_folder_from_origin(tmp_path, processes):
+    folder = tmp_path / "files" / "kit"
+    make_file(folder / "a.bin", 3 * PIECE + 5, seed=12)
+    make_file(folder / "maps" / "b.bin", 2 * PIECE - 1, seed=13)
+    (folder / "maps" / "empty.txt").write_bytes(b"")
+    make_file(folder / "z.txt", 10, seed=14)
+    base = start_origin(tmp_path, folder.parent, processes)
+    torrent = tmp_path / "kit.torrent"
+    # BEP 19: a URL ending in '/' gets the torrent's name and each file's path appended
+    torrent.write_bytes(create_metainfo(folder, [], piece_length=PIECE, web_seeds=[f"{base}/files/"]))
+    got = peer_cli("get", str(torrent), "-o", str(tmp_path / "out"), "--mode", "central", "--no-seed")
+    assert got.returncode == 0, got.stdout + got.stderr
+    assert tree_digest(tmp_path / "out" / "kit") == tree_digest(folder)
+
+
+def test_corrupt_origin_fails_only_those_pieces_and_writes_nothing_wrong(tmp_path, processes):
+    src = make_file(tmp_path / "good" / "data.bin", 24 * PIECE, seed=15)
+    bad_pieces = [3, 17]
+    corrupt(src, tmp_path / "files" / "data.bin", bad_pieces)
+    base = start_origin(tmp_path, tmp_path / "files", processes)
+    torrent = tmp_path / "data.torrent"
+    torrent.write_bytes(create_metainfo(src, [], piece_length=PIECE, web_seeds=[f"{base}/files/data.bin"]))
+
+    got = peer_cli("get", str(torrent), "-o", str(tmp_path / "out"), "--mode", "central", "--no-seed")
+    assert got.returncode == 2, got.stdout + got.stderr
+    error_lines = [line for line in got.stderr.splitlines() if line.startswith("swarm-peer: error:")]
+    assert error_lines == ["swarm-peer: error: 2 piece(s) failed the hash check from every web seed "
+                           "(first: piece 3); nothing wrong was written"], got.stderr
+    for index in bad_pieces:
+        assert f"piece {index} failed its hash check" in got.stderr
+
+    written = (tmp_path / "out" / "data.bin").read_bytes()
+    original = src.read_bytes()
+    assert len(written) == len(original)
+    for index in range(24):
+        piece = written[index * PIECE:(index + 1) * PIECE]
+        if index in bad_pieces:
+            assert piece == bytes(PIECE), f"piece {index}: something was written"
+        else:
+            assert piece == original[index * PIECE:(index + 1) * PIECE], f"piece {index} differs"
+
+
+def test_hybrid_mode_completes_from_a_seed_when_the_origin_lies(tmp_path, processes):
+    src = make_file(tmp_path / "good" / "data.bin", 64 * PIECE, seed=16)
+    bad_pieces = list(range(0, 64, 4))
+    corrupt(src, tmp_path / "files" / "data.bin", bad_pieces)
+    base = start_origin(tmp_path, tmp_path / "files", processes)   # fast origin: serves first
+    torrent = tmp_path / "data.torrent"
+    torrent.write_bytes(create_metainfo(src, [f"{base}/announce"], piece_length=PIECE,
+                                        web_seeds=[f"{base}/files/data.bin"]))
+    seed_log = tmp_path / "seed.log"
+    seed = start_process(["-m", "peer", "seed", str(torrent), str(src), "--host", "127.0.0.1", "--port", "0",
+                          "--no-lsd", "--upload-limit", "256KiB"], seed_log)
+    processes.append(seed)
+    wait_for_line(seed_log, r"seeding", seed, 30)
+
+    got = peer_cli("get", str(torrent), "-o", str(tmp_path / "out"), "--mode", "hybrid", "--no-seed")
+    assert got.returncode == 0, got.stdout + got.stderr
+    assert sha1_of(tmp_path / "out" / "data.bin") == sha1_of(src)
+    failed = {int(i) for i in re.findall(r"piece (\d+) failed its hash check", got.stderr)}
+    assert failed and failed <= set(bad_pieces), got.stderr  # the origin's wrong pieces were reported
+
+
+async def test_any_http_server_with_range_is_an_origin(tmp_path, clients):
+    """aiohttp's plain static file handler (not swarm's tracker) as the web seed."""
+    served = tmp_path / "www"
+    folder = served / "album"
+    make_file(folder / "one.bin", 5 * PIECE + 3, seed=17)
+    make_file(folder / "sub dir" / "two words.bin", 7 * PIECE, seed=18)
+    app = web.Application()
+    app.router.add_static("/pub/", served)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        port = runner.addresses[0][1]
+        _, meta = torrent_for(folder, [], piece_length=PIECE, web_seeds=[f"http://127.0.0.1:{port}/pub/"])
+        client = await clients()
+        torrent = await client.add_torrent(meta, tmp_path / "out", mode="central")
+        await asyncio.wait_for(torrent.complete.wait(), 30)
+        assert torrent.error is None and torrent.hash_failures == 0
+        assert tree_digest(tmp_path / "out" / "album") == tree_digest(folder)
+    finally:
+        await runner.cleanup()
