@@ -159,20 +159,21 @@ class SwarmRegistry:
                 del self._swarms[req.info_hash]
             return self._response(swarm, None), []
 
-        if swarm is None:
-            if len(self._swarms) >= self.max_torrents:
-                raise RegistryError(
-                    f"tracker is full: it already tracks {self.max_torrents} torrents")
-            swarm = self._swarms[req.info_hash] = _Swarm()
-
-        peer = swarm.seeders.get(key) or swarm.leechers.get(key)
-        if peer is not None and peer.addr.peer_id != req.peer_id:
-            self._remove(swarm, key)     # a new client at the same address replaces the old one
-            peer = None
+        peer = None
+        if swarm is not None:
+            peer = swarm.seeders.get(key) or swarm.leechers.get(key)
+            if peer is not None and peer.addr.peer_id != req.peer_id:
+                self._remove(swarm, key)  # a new client at the same address replaces the old one
+                peer = None
         if peer is None:
+            addr = PeerAddr(ip, req.port, req.peer_id)
+            v4, v6 = encode_compact_peers([addr])   # checks the address before anything changes
+            if swarm is None:
+                if len(self._swarms) >= self.max_torrents:
+                    raise RegistryError(
+                        f"tracker is full: it already tracks {self.max_torrents} torrents")
+                swarm = self._swarms[req.info_hash] = _Swarm()
             if len(swarm) < self.max_peers_per_torrent:
-                addr = PeerAddr(ip, req.port, req.peer_id)
-                v4, v6 = encode_compact_peers([addr])
                 peer = _Peer(key, addr, v4 or v6, req.uploaded, req.downloaded, req.left, now)
                 (swarm.seeders if req.left == 0 else swarm.leechers).add(peer, self._rng)
             else:

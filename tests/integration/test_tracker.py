@@ -18,7 +18,7 @@ from yarl import URL
 from common import tracker_proto as tp
 from common.metainfo import create_metainfo, parse_metainfo
 from common.tracker_proto import AnnounceRequest, PeerAddr, ScrapeStats
-from tests.integration.conftest import ROOT, start_process, stop_process, wait_for_line
+from tests.integration.conftest import ROOT, start_process, wait_for_line
 from tracker.server import TrackerConfig, start_tracker
 
 IH = bytes(range(20))

@@ -225,3 +225,10 @@ def test_every_peer_gets_listed_somewhere():
             counts[p.port - 10000] += 1
     # 300 answers x 50 peers = 15000 listings, 50 per peer on average
     assert min(counts.values()) > 15 and max(counts.values()) < 100
+
+
+def test_bad_source_address_changes_nothing(reg):
+    from common.tracker_proto import TrackerProtocolError
+    with pytest.raises(TrackerProtocolError, match="not an IP address"):
+        reg.announce(req(1), "", now=0)
+    assert reg.torrent_count == 0
