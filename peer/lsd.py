@@ -473,9 +473,20 @@ class LocalDiscovery:
                 log.debug("LSD: receive error %s", exc)
                 await asyncio.sleep(0.1)
                 continue
-            for info_hash, address in self.state.received(data, source[0], self._now()):
+            for info_hash, address in self.state.received(data, _source_host(source), self._now()):
                 log.info("LSD: peer %s:%d has %s", address[0], address[1], info_hash.hex())
                 try:
                     self.on_peer(info_hash, address)
                 except Exception:  # a bug in the callback must not stop discovery
                     log.exception("LSD: on_peer failed")
+
+
+def _source_host(source: tuple) -> str:
+    """The sender's address as a dialable string: IPv6 link-local needs its interface."""
+    host = source[0]
+    if len(source) == 4 and source[3] and "%" not in host:
+        try:
+            return f"{host}%{socket.if_indextoname(source[3])}"
+        except OSError:
+            return f"{host}%{source[3]}"
+    return host

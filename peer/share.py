@@ -113,7 +113,10 @@ async def run_share(paths: Sequence[str | os.PathLike], trackers: Sequence[str],
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except NotImplementedError:  # Windows: Ctrl-C arrives as KeyboardInterrupt instead
+            pass
     client = Client(config)
     await client.start()
     echo(f"swarm-peer: listening on port {client.port}")

@@ -5,6 +5,8 @@ The multicast side runs only inside the network namespaces of tests/lan.
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 
 from peer.lsd import (
@@ -17,6 +19,7 @@ from peer.lsd import (
     encode_bt_search,
     parse_bt_search,
 )
+from peer.lsd import _source_host
 
 H1 = bytes.fromhex("0123456789abcdef0123456789abcdef01234567")
 H2 = bytes.fromhex("fedcba9876543210fedcba9876543210fedcba98")
@@ -199,3 +202,10 @@ def test_sender_table_is_bounded():
         assert state.received(_announce(7000, [H1]), f"10.0.0.{n}", 0.0)
     assert state.received(_announce(7000, [H1]), "10.0.0.99", 0.0) == []   # table full of busy senders
     assert state.received(_announce(7000, [H1]), "10.0.0.99", 10.0)        # idle ones were forgotten
+
+
+def test_source_address_of_ipv6_link_local_keeps_its_interface():
+    assert _source_host(("10.0.0.5", 6771)) == "10.0.0.5"
+    loopback = socket.if_indextoname(1)
+    assert _source_host(("fe80::1", 6771, 0, 1)) == f"fe80::1%{loopback}"
+    assert _source_host(("2001:db8::1", 6771, 0, 0)) == "2001:db8::1"
