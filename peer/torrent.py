@@ -111,7 +111,8 @@ class Torrent:
         self.candidates: dict[Address, Candidate] = {}
         self.banned_ids: set[bytes] = set()
         self.banned_addrs: set[Address] = set()
-        self.strikes: dict[bytes, int] = {}
+        self.senders: dict[int, dict[int, tuple[object, int]]] = {}  # piece -> begin -> (source, length)
+        self.bad_attempts: dict[int, list[tuple[bytes, dict]]] = {}    # failed data kept to convict liars
         self.assembling: dict[int, bytearray] = {}
         self.hashing: set[int] = set()
 
@@ -371,23 +372,28 @@ class Torrent:
             if buf is None:
                 buf = self.assembling[index] = bytearray(self.piece_size(index))
             buf[begin:begin + n] = data
+            senders = self.senders.get(index)
+            if senders is None:
+                senders = self.senders[index] = {}
+            senders[begin] = (source, n)
             for other in self.picker.block_received(source, index, begin):
                 if other is not source and isinstance(other, PeerConnection):
                     other.cancel((index, begin, n))
             if self.picker.piece_complete(index):
                 del self.assembling[index]
                 self.hashing.add(index)
-                self.spawn(self._finish_piece(index, buf))
+                self.spawn(self._finish_piece(index, buf, self.senders.pop(index, {})))
         if isinstance(source, PeerConnection):
             self._fill(source)
 
-    async def _finish_piece(self, index: int, data: bytearray) -> None:
+    async def _finish_piece(self, index: int, data: bytearray, senders: dict) -> None:
         try:
             if not await self.storage.store_if_valid(index, data):
-                self._piece_failed(index)
+                self._piece_failed(index, bytes(data), senders)
                 return
         finally:
             self.hashing.discard(index)
+        self._convict_liars(index, data)
         self.picker.piece_verified(index)
         self._mark_have(index)
         msg = wire.encode(Have(index))
@@ -399,25 +405,37 @@ class Torrent:
         if self.left == 0 and not self.complete.is_set():
             self._on_complete()
 
-    def _piece_failed(self, index: int) -> None:
+    def _piece_failed(self, index: int, data: bytes, senders: dict) -> None:
+        """A bad piece: fetch it again. One sender is proof; several are kept as suspects.
+
+        With several senders we keep what each one sent. The picker then fetches the piece
+        from a single peer; once a good copy passes, `_convict_liars` compares block by
+        block and bans exactly the peers whose blocks differed, never an honest one.
+        """
         self.hash_failures += 1
-        contributors = self.picker.piece_failed(index)
-        names = ", ".join(f"{c.address[0]}:{c.address[1]}" if isinstance(c, PeerConnection) else str(c)
-                          for c in contributors)
+        self.picker.piece_failed(index)
+        sources = {id(src): src for src, _ in senders.values()}
+        names = ", ".join(_describe(src) for src in sources.values())
         log.warning("piece %d failed its hash check (from %s); fetching it again", index, names)
-        for c in contributors:
-            if hasattr(c, "piece_failed"):  # a web seed keeps its own tally
-                c.piece_failed(self, index)
-            if not isinstance(c, PeerConnection) or c.peer_id is None:
-                continue
-            # Proven liar: the only source of a bad piece. Several sources: a strike each;
-            # the picker then fetches the piece from one peer, which settles it next time.
-            if len(contributors) == 1 or self.strikes.get(c.peer_id, 0) >= 2:
-                self.ban(c)
-            else:
-                self.strikes[c.peer_id] = self.strikes.get(c.peer_id, 0) + 1
+        for src in sources.values():
+            if hasattr(src, "piece_failed"):  # a web seed keeps its own tally
+                src.piece_failed(self, index)
+        if len(sources) == 1:
+            (src,) = sources.values()
+            if isinstance(src, PeerConnection):
+                self.ban(src)
+        else:
+            attempts = self.bad_attempts.setdefault(index, [])
+            if len(attempts) < 3:
+                attempts.append((data, senders))
         self._refill_all()
         self._check_unobtainable()
+
+    def _convict_liars(self, index: int, good: bytearray) -> None:
+        for bad, senders in self.bad_attempts.pop(index, ()):
+            for begin, (src, n) in senders.items():
+                if isinstance(src, PeerConnection) and bad[begin:begin + n] != good[begin:begin + n]:
+                    self.ban(src)
 
     def _check_unobtainable(self) -> None:
         """Central mode with a corrupt origin: stop once only unobtainable pieces are left."""
@@ -430,6 +448,8 @@ class Torrent:
                       f"(first: piece {stuck[0]}); nothing wrong was written")
 
     def ban(self, conn: PeerConnection) -> None:
+        if conn.peer_id in self.banned_ids:
+            return
         log.warning("banning peer %s:%s for sending bad data", *conn.address)
         if conn.peer_id:
             self.banned_ids.add(conn.peer_id)
@@ -529,3 +549,9 @@ class Torrent:
 def _resume_reading(conn: PeerConnection) -> None:
     if not conn.closed and conn.transport is not None:
         conn.transport.resume_reading()
+
+
+def _describe(source) -> str:
+    if isinstance(source, PeerConnection) and source.address:
+        return f"{source.address[0]}:{source.address[1]}"
+    return str(source)
