@@ -18,6 +18,7 @@ from common.metainfo import Metainfo
 from common.rates import TokenBucket
 from peer.announcer import Announcer
 from peer.connection import PeerConnection, Timeouts
+from peer.lsd import LocalDiscovery
 from peer.storage import Storage
 from peer.torrent import Limits, Torrent
 
@@ -47,6 +48,7 @@ class ClientConfig:
     upload_limit: float | None = None       # bytes/s
     download_limit: float | None = None
     lsd: bool = field(default_factory=lambda: not lsd_disabled_by_env())
+    lsd_interval: float = 60.0              # BEP 14: at most one announce a minute per torrent
     timeouts: Timeouts = field(default_factory=Timeouts.from_env)
 
 
@@ -81,13 +83,8 @@ class Client:
             raise ClientError(f"cannot listen on port {ports[-1]}: {last_error.strerror if last_error else '?'}")
         self.port = self._server.sockets[0].getsockname()[1]
         if self.config.lsd:
-            try:
-                from peer.lsd import LocalDiscovery
-            except ImportError:  # pragma: no cover - LSD lands separately
-                LocalDiscovery = None
-            if LocalDiscovery is not None:
-                self.lsd = LocalDiscovery(self.port, self._lsd_found)
-                await self.lsd.start()
+            self.lsd = LocalDiscovery(self.port, self._lsd_found, interval=self.config.lsd_interval)
+            await self.lsd.start()
 
     def _accept(self) -> asyncio.Protocol:
         if len(self._open) >= self.config.max_connections:

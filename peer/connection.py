@@ -245,6 +245,10 @@ class PeerConnection(asyncio.Protocol):
             self.got_first_message = True
         if kind is Bitfield or kind is HaveAll or kind is HaveNone:
             if not first:
+                if kind is Bitfield:  # aria2c sends have_none, later a full bitfield: new haves
+                    wire.check_bitfield(msg.bits, torrent.num_pieces)  # type: ignore[attr-defined]
+                    torrent.on_bitfield(self, wire.indices_from_bitfield(msg.bits, torrent.num_pieces))  # type: ignore[attr-defined]
+                    return
                 raise ProtocolError(f"{kind.__name__} after the first message")
             if kind is not Bitfield and not self.fast:
                 raise ProtocolError(f"{kind.__name__} without the fast extension")
