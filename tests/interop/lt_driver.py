@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import time
 
@@ -125,10 +126,7 @@ def run(args: argparse.Namespace) -> int:
             announced_complete = True
             say(f"complete: {status.name} in {now - started:.2f}s")
             if args.exit_when_complete:
-                # Tell the tracker we are leaving, bounded.
-                ses.pause()
-                time.sleep(0.2)
-                return 0
+                return 0  # the session's destructor announces `stopped` (bounded: 1 s)
         if args.timeout and now - started > args.timeout:
             say("timeout")
             return 2
@@ -228,6 +226,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--verbose", action="store_true")
 
     args = parser.parse_args(argv)
+    # SIGTERM ends like Ctrl-C: the session is destroyed normally and tells trackers `stopped`.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     handler = {"seed": run, "get": run, "create": create, "info": info, "scrape": scrape}
     try:
         return handler[args.command](args)
