@@ -415,7 +415,8 @@ class PeerConnection(asyncio.Protocol):
         if not self.established:
             self.close("handshake timed out")
             return
-        if now - self.last_received > t.idle:
+        if now - self.last_received > t.idle and self.transport.is_reading():
+            # (while our download limit has paused reading, the silence is ours, not theirs)
             self.close(f"silent for {t.idle:.0f} s")
             return
         if self.inflight and now - self.last_block_at > t.snub and not self.peer_choking:
