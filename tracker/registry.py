@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from itertools import islice
 
 from common.tracker_proto import (
-    AnnounceRequest, AnnounceResponse, PeerAddr, ScrapeStats, encode_compact_peers,
+    AnnounceRequest, AnnounceResponse, PeerAddr, ScrapeStats, compact_peer,
 )
 
 __all__ = ["CompactAnswer", "RegistryError", "SwarmRegistry", "plain_ip"]
@@ -47,12 +47,15 @@ class _PeerList:
     Fisher-Yates step) and a removed one is replaced by the last, which keeps the order a
     uniformly random permutation. So any run of consecutive entries is a random sample,
     and picking peers costs one random number and a slice instead of n random draws.
+    `compact` mirrors `items` with each peer's packed address, so that the answer to a
+    compact announce is a slice and a join, with no per-peer Python code.
     """
 
-    __slots__ = ("items", "where")
+    __slots__ = ("items", "compact", "where")
 
     def __init__(self) -> None:
         self.items: list[_Peer] = []
+        self.compact: list[bytes] = []        # compact[i] == items[i].compact
         self.where: dict[tuple[str, int], int] = {}
 
     def __len__(self) -> int:
@@ -63,15 +66,18 @@ class _PeerList:
         return None if i is None else self.items[i]
 
     def add(self, peer: _Peer, rng: random.Random) -> None:
-        items = self.items
+        items, compact = self.items, self.compact
         i = rng.randrange(len(items) + 1)
-        if i == len(items):
-            items.append(peer)
-        else:
+        if i < len(items):                    # the peer at i moves to the end
             displaced = items[i]
+            self.where[displaced.key] = len(items)
             items.append(displaced)
-            self.where[displaced.key] = len(items) - 1
+            compact.append(compact[i])
             items[i] = peer
+            compact[i] = peer.compact
+        else:
+            items.append(peer)
+            compact.append(peer.compact)
         self.where[peer.key] = i
 
     def remove(self, key: tuple[str, int]) -> _Peer | None:
@@ -80,8 +86,10 @@ class _PeerList:
             return None
         peer = self.items[i]
         last = self.items.pop()
+        last_compact = self.compact.pop()
         if last is not peer:          # move the last peer into the hole
             self.items[i] = last
+            self.compact[i] = last_compact
             self.where[last.key] = i
         return peer
 
@@ -132,20 +140,21 @@ class SwarmRegistry:
     # -- announce ---------------------------------------------------------------------------
     def announce(self, req: AnnounceRequest, ip: str, now: float) -> AnnounceResponse:
         """Record the peer's state and answer with a random sample of the other peers."""
-        resp, chosen = self._announce(req, ip, now)
+        resp, chosen = self._announce(req, ip, now, packed=False)
         resp.peers = [p.addr for p in chosen]
         return resp
 
     def announce_compact(self, req: AnnounceRequest, ip: str, now: float) -> CompactAnswer:
         """`announce`, with the peers as ready-made compact bytes."""
-        resp, chosen = self._announce(req, ip, now)
-        packed = b"".join([p.compact for p in chosen])
+        resp, chosen = self._announce(req, ip, now, packed=True)
+        packed = b"".join(chosen)
         if len(packed) == 6 * len(chosen):      # all IPv4, the usual case
             return CompactAnswer(resp, packed, b"")
-        return CompactAnswer(resp, b"".join([p.compact for p in chosen if len(p.compact) == 6]),
-                             b"".join([p.compact for p in chosen if len(p.compact) == 18]))
+        return CompactAnswer(resp, b"".join([c for c in chosen if len(c) == 6]),
+                             b"".join([c for c in chosen if len(c) == 18]))
 
-    def _announce(self, req: AnnounceRequest, ip: str, now: float) -> tuple[AnnounceResponse, list[_Peer]]:
+    def _announce(self, req: AnnounceRequest, ip: str, now: float,
+                  packed: bool) -> tuple[AnnounceResponse, list]:
         ip = plain_ip(ip)
         key = (ip, req.port)
         swarm = self._swarms.get(req.info_hash)
@@ -166,15 +175,15 @@ class SwarmRegistry:
                 self._remove(swarm, key)  # a new client at the same address replaces the old one
                 peer = None
         if peer is None:
-            addr = PeerAddr(ip, req.port, req.peer_id)
-            v4, v6 = encode_compact_peers([addr])   # checks the address before anything changes
+            compact = compact_peer(ip, req.port)   # checks the address before anything changes
             if swarm is None:
                 if len(self._swarms) >= self.max_torrents:
                     raise RegistryError(
                         f"tracker is full: it already tracks {self.max_torrents} torrents")
                 swarm = self._swarms[req.info_hash] = _Swarm()
             if len(swarm) < self.max_peers_per_torrent:
-                peer = _Peer(key, addr, v4 or v6, req.uploaded, req.downloaded, req.left, now)
+                peer = _Peer(key, PeerAddr(ip, req.port, req.peer_id), compact, req.uploaded,
+                             req.downloaded, req.left, now)
                 (swarm.seeders if req.left == 0 else swarm.leechers).add(peer, self._rng)
             else:
                 warning = "swarm is full: you get peers but are not listed"
@@ -190,47 +199,65 @@ class SwarmRegistry:
             swarm.downloaded += 1
 
         numwant = self.default_numwant if req.numwant is None else req.numwant
-        chosen = self._pick(swarm, key, min(numwant, self.max_numwant), seeding=req.left == 0)
+        chosen = self._pick(swarm, key, min(numwant, self.max_numwant), req.left == 0, packed)
         return self._response(swarm, warning), chosen
 
     def _response(self, swarm: _Swarm, warning: str | None) -> AnnounceResponse:
-        return AnnounceResponse(interval=self.interval, complete=len(swarm.seeders),
-                                incomplete=len(swarm.leechers), min_interval=self.min_interval,
-                                warning=warning)
+        return AnnounceResponse(self.interval, [], len(swarm.seeders), len(swarm.leechers),
+                                self.min_interval, warning)
 
-    def _pick(self, swarm: _Swarm, me: tuple[str, int], n: int, seeding: bool) -> list[_Peer]:
-        """Up to n random peers other than the asker; a seeder gets leechers first."""
+    def _pick(self, swarm: _Swarm, me: tuple[str, int], n: int, seeding: bool,
+              packed: bool) -> list:
+        """Up to n random peers other than the asker; a seeder gets leechers first.
+
+        The peers come as `_Peer`s, or as their compact bytes if `packed`: both columns of a
+        `_PeerList` are in the same order, so the sampling is the same.
+        """
         if n <= 0:
             return []
+        seeders, leechers = swarm.seeders, swarm.leechers
+        if packed:
+            from_seeders, from_leechers = seeders.compact, leechers.compact
+        else:
+            from_seeders, from_leechers = seeders.items, leechers.items
         if seeding:
-            picked = self._sample(swarm.leechers.items, (), me, n)
+            picked = self._sample(from_leechers, (), None, n)
             if len(picked) < n:
-                picked += self._sample(swarm.seeders.items, (), me, n - len(picked))
+                picked += self._sample(from_seeders, (), seeders.where.get(me), n - len(picked))
             return picked
-        return self._sample(swarm.seeders.items, swarm.leechers.items, me, n)
+        mine = leechers.where.get(me)     # None: the asker is not listed (a full swarm)
+        return self._sample(from_seeders, from_leechers,
+                            None if mine is None else len(from_seeders) + mine, n)
 
-    def _sample(self, first: list[_Peer], second: list[_Peer] | tuple, me: tuple[str, int],
-                n: int) -> list[_Peer]:
-        """n random peers from first + second, leaving out `me`.
+    def _sample(self, first: list, second: list | tuple, mine: int | None, n: int) -> list:
+        """n random entries of first + second, leaving out position `mine` (the asker's).
 
-        Both lists are in random order, so n + 1 consecutive entries (one spare in case the
-        asker is among them) from a random start, wrapping around, are a random sample.
+        Both lists are in random order, so consecutive positions from a random start,
+        wrapping around, are a random sample: a few slices, whatever n is. One extra is
+        taken when the asker is listed, and the asker (or else the extra) dropped.
         """
         total = len(first) + len(second)
-        if total <= n + 1:          # small swarm: everyone but me
-            return [p for p in (*first, *second) if p.key != me][:n]
-        start = self._rng.randrange(total)
-        chosen: list[_Peer] = []
-        wanted = n + 1
-        while wanted > 0:
-            if start < len(first):
-                piece = first[start:start + wanted]
+        wanted = n if mine is None else n + 1
+        if total <= wanted:          # small swarm: everyone but me
+            everyone = [*first, *second]
+            if mine is not None:
+                del everyone[mine]
+            return everyone
+        start = pos = self._rng.randrange(total)
+        chosen: list = []
+        missing = wanted
+        while missing > 0:
+            if pos < len(first):
+                piece = first[pos:pos + missing]
             else:
-                piece = second[start - len(first):start - len(first) + wanted]
+                piece = second[pos - len(first):pos - len(first) + missing]
             chosen += piece
-            wanted -= len(piece)
-            start = (start + len(piece)) % total
-        return [p for p in chosen if p.key != me][:n]
+            missing -= len(piece)
+            pos = (pos + len(piece)) % total
+        if mine is not None:
+            offset = (mine - start) % total
+            del chosen[offset if offset < wanted else -1]
+        return chosen
 
     @staticmethod
     def _remove(swarm: _Swarm, key: tuple[str, int]) -> None:

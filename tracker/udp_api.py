@@ -23,9 +23,10 @@ import os
 from collections.abc import Callable
 
 from common.tracker_proto import (
-    ACTION_ANNOUNCE, ACTION_SCRAPE, MAX_UDP_SCRAPE, UDP_EVENT_NAMES, AnnounceRequest,
-    TrackerProtocolError, UdpAnnounceRequest, UdpAnnounceResponse, UdpConnectRequest,
+    ACTION_ANNOUNCE, ACTION_SCRAPE, MAX_UDP_SCRAPE, UDP_ANNOUNCE_RESPONSE_HEAD, UDP_EVENT_NAMES,
+    UDP_REQUEST_HEAD, AnnounceRequest, TrackerProtocolError, UdpConnectRequest,
     UdpConnectResponse, UdpError, UdpScrapeResponse, decode_udp_request, encode_udp,
+    unpack_udp_announce,
 )
 from tracker.registry import RegistryError, SwarmRegistry, plain_ip
 
@@ -44,35 +45,36 @@ class UdpTracker:
         self.registry = registry
         self.secret = secret or os.urandom(32)
         self.slot_seconds = slot_seconds
+        # keyed once; each id copies it, which skips the key setup on every packet
+        self._mac = hashlib.blake2b(key=self.secret, digest_size=8)
+
+    def _id_bytes(self, addr: tuple, slot: int) -> bytes:
+        mac = self._mac.copy()
+        mac.update(f"{addr[0]}|{addr[1]}|{slot}".encode())
+        return mac.digest()
 
     def connection_id(self, addr: tuple, now: float, slot_offset: int = 0) -> int:
-        slot = int(now // self.slot_seconds) + slot_offset
-        digest = hashlib.blake2b(f"{addr[0]}|{addr[1]}|{slot}".encode(), key=self.secret,
-                                 digest_size=8).digest()
-        return int.from_bytes(digest, "big")
+        return int.from_bytes(self._id_bytes(addr, int(now // self.slot_seconds) + slot_offset), "big")
 
-    def _valid(self, connection_id: int, addr: tuple, now: float) -> bool:
-        return (connection_id == self.connection_id(addr, now)
-                or connection_id == self.connection_id(addr, now, -1))
+    def _valid(self, connection_id: bytes, addr: tuple, now: float) -> bool:
+        slot = int(now // self.slot_seconds)
+        return (connection_id == self._id_bytes(addr, slot)
+                or connection_id == self._id_bytes(addr, slot - 1))
 
     def handle(self, data: bytes, addr: tuple, now: float) -> bytes | None:
         """The reply to send back to `addr`, or None to stay silent."""
         if len(data) < 16:
             return None
-        transaction_id = int.from_bytes(data[12:16], "big")
-        action = int.from_bytes(data[8:12], "big")
-        if action in (ACTION_ANNOUNCE, ACTION_SCRAPE):
-            if not self._valid(int.from_bytes(data[:8], "big"), addr, now):
-                return _at_most(encode_udp(UdpError(transaction_id, EXPIRED)), len(data))
-            verified = True
-        else:
-            verified = False
+        _, action, transaction_id = UDP_REQUEST_HEAD.unpack_from(data)
+        verified = action == ACTION_ANNOUNCE or action == ACTION_SCRAPE
+        if verified and not self._valid(data[:8], addr, now):
+            return _at_most(encode_udp(UdpError(transaction_id, EXPIRED)), len(data))
         try:
+            if action == ACTION_ANNOUNCE:      # the hot path: no request record
+                return self._announce(data, addr, now)
             msg = decode_udp_request(data)
             if isinstance(msg, UdpConnectRequest):
                 return encode_udp(UdpConnectResponse(msg.transaction_id, self.connection_id(addr, now)))
-            if isinstance(msg, UdpAnnounceRequest):
-                return self._announce(msg, addr, now)
             stats = self.registry.scrape(msg.info_hashes[:MAX_UDP_SCRAPE])
             return encode_udp(UdpScrapeResponse(
                 msg.transaction_id, [stats[h] for h in msg.info_hashes[:MAX_UDP_SCRAPE]]))
@@ -80,25 +82,27 @@ class UdpTracker:
             reply = encode_udp(UdpError(transaction_id, str(exc)))
             return reply if verified else _at_most(reply, len(data))
 
-    def _announce(self, msg: UdpAnnounceRequest, addr: tuple, now: float) -> bytes:
-        event = UDP_EVENT_NAMES.get(msg.event)
+    def _announce(self, data: bytes, addr: tuple, now: float) -> bytes:
+        (_, transaction_id, info_hash, peer_id, downloaded, left, uploaded, event_number, _ip,
+         key, num_want, port) = unpack_udp_announce(data)
+        event = UDP_EVENT_NAMES.get(event_number)
         if event is None:
-            raise TrackerProtocolError(f"unknown event {msg.event}")
-        if msg.port == 0:
+            raise TrackerProtocolError(f"unknown event {event_number}")
+        if port == 0:
             raise TrackerProtocolError("port must be 1..65535, got 0")
-        if min(msg.downloaded, msg.left, msg.uploaded) < 0:
+        if downloaded < 0 or left < 0 or uploaded < 0:
             raise TrackerProtocolError("downloaded, left and uploaded must not be negative")
         req = AnnounceRequest(
-            info_hash=msg.info_hash, peer_id=msg.peer_id, port=msg.port, uploaded=msg.uploaded,
-            downloaded=msg.downloaded, left=msg.left, event=event,
-            numwant=msg.num_want if msg.num_want >= 0 else None, key=msg.key)
+            info_hash=info_hash, peer_id=peer_id, port=port, uploaded=uploaded,
+            downloaded=downloaded, left=left, event=event,
+            numwant=num_want if num_want >= 0 else None, key=key)
         ip = plain_ip(addr[0])
         answer = self.registry.announce_compact(req, ip, now)
         resp = answer.response
-        header = encode_udp(UdpAnnounceResponse(msg.transaction_id, resp.interval, resp.incomplete,
-                                                resp.complete, []))
         # the peers come last, packed already; BEP 15: an IPv6 request gets 18-byte IPv6 peers
-        return header + (answer.peers6 if ":" in ip else answer.peers4)
+        return UDP_ANNOUNCE_RESPONSE_HEAD.pack(
+            ACTION_ANNOUNCE, transaction_id, resp.interval, resp.incomplete, resp.complete,
+        ) + (answer.peers6 if ":" in ip else answer.peers4)
 
 
 def _at_most(reply: bytes, limit: int) -> bytes | None:

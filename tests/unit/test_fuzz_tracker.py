@@ -118,3 +118,15 @@ def test_zz_print_case_counts():
     """Runs last in this file: shows how many cases each fuzz target exercised (pytest -s)."""
     print("\nfuzz case counts:", dict(sorted(COUNTS.items())))
     assert COUNTS["announce query rejected"] > 0 and COUNTS["udp packet rejected"] > 0
+
+
+_ESCAPE_ALPHABET = st.sampled_from([*b"%+\\xX0479aAfFgG-._~ \n", 0x80, 0xFF])
+
+
+@FUZZ
+@given(st.lists(_ESCAPE_ALPHABET, max_size=16).map(bytes))
+def test_fast_unquote_agrees_with_urllib(raw):
+    # the tracker decodes %XX with a C codec; it must agree with the standard library
+    # everywhere, malformed escapes and backslashes included
+    from urllib.parse import unquote_to_bytes
+    assert tp._unquote(raw) == unquote_to_bytes(raw.replace(b"+", b" "))

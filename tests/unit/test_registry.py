@@ -232,3 +232,22 @@ def test_bad_source_address_changes_nothing(reg):
     with pytest.raises(TrackerProtocolError, match="not an IP address"):
         reg.announce(req(1), "", now=0)
     assert reg.torrent_count == 0
+
+
+def test_compact_answers_follow_joins_moves_and_leaves():
+    # the packed-address column must stay in step with the peers through every reshuffle
+    reg = SwarmRegistry(interval=100, max_numwant=500, rng=random.Random(3))
+    listed = {}
+    for n in range(300):
+        reg.announce(req(n, left=n % 3), ip(n), now=0)
+        listed[n] = True
+    for n in range(0, 300, 4):
+        reg.announce(req(n, event="stopped"), ip(n), now=1)
+        del listed[n]
+    for n in range(1, 300, 5):
+        if n in listed:
+            reg.announce(req(n, left=0 if n % 3 else 7), ip(n), now=2)   # seeder <-> leecher
+    answer = reg.announce_compact(req(999, numwant=500), ip(999), now=3)
+    got = {answer.peers4[i:i + 6] for i in range(0, len(answer.peers4), 6)}
+    assert len(answer.peers4) == 6 * len(listed) and answer.peers6 == b""
+    assert got == {bytes(map(int, ip(n).split("."))) + (10000 + n).to_bytes(2, "big") for n in listed}
