@@ -62,3 +62,13 @@ def show(request):
             reporter.write_line(line)
 
     return write
+
+
+@pytest.fixture
+def processes():
+    """Child processes a test starts (Popen); all stopped after the test, pass or fail."""
+    from tests.integration.conftest import stop_process
+    started: list = []
+    yield started
+    for proc in started:
+        stop_process(proc)
