@@ -353,7 +353,8 @@ def bench(name: str, proc: subprocess.Popen, port: int, args, hashes: list[bytes
         r = results[-1]
         print(f"{name:14} {proto:4} {r.rate:10.0f} req/s  {r.requests:8} requests  "
               f"{r.failures:6} failures  generator {r.generator_cpu:5.2f} s CPU  "
-              f"tracker {r.server_cpu:5.2f} s CPU", flush=True)
+              f"tracker {r.server_cpu:5.2f} s CPU "
+              f"({1e6 * r.server_cpu / max(1, r.requests):5.1f} us/request)", flush=True)
     return results
 
 
