@@ -1,0 +1,117 @@
+"""A full disk or an unwritable output folder: `swarm-peer get` prints one clear error line,
+exits non-zero, and never claims an incomplete file complete. The small disk is a 1 MiB
+tmpfs, the unwritable folder a read-only tmpfs (root ignores file permissions, so chmod
+would prove nothing); both need mount rights and are skipped without them."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from peer.storage import Storage
+from tests.faults.conftest import make_file, torrent_for
+from tests.integration.conftest import ROOT
+from tracker.server import TrackerConfig, start_tracker
+
+
+@pytest.fixture
+def mount_tmpfs():
+    """mount_tmpfs(path, options): a tmpfs at `path`, unmounted after the test."""
+    mounted: list[Path] = []
+
+    def mount(path: Path, options: str) -> Path:
+        path.mkdir(parents=True, exist_ok=True)
+        result = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)],
+                                capture_output=True, text=True)
+        if result.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
+        mounted.append(path)
+        return path
+
+    yield mount
+    for path in reversed(mounted):
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+async def run_get(torrent: Path, out: Path, timeout: float = 40) -> tuple[int, str, str]:
+    env = dict(os.environ, SWARM_NO_LSD="1", PYTHONUNBUFFERED="1")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "peer", "get", str(torrent), "-o", str(out), "--no-seed",
+        "--port", "0", "--host", "127.0.0.1", "--no-lsd", cwd=ROOT, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    try:
+        stdout, stderr = await asyncio.wait_for(proc.communicate(), timeout)
+    except asyncio.TimeoutError:
+        proc.kill()
+        stdout, stderr = await proc.communicate()
+        raise AssertionError(f"still running after {timeout} s:\n{stdout.decode()[-2000:]}\n{stderr.decode()[-2000:]}")
+    return proc.returncode, stdout.decode(errors="replace"), stderr.decode(errors="replace")
+
+
+@pytest.fixture
+async def swarm(tmp_path, clients):
+    """A tracker and a seed of a 4 MiB file; yields (torrent path, metainfo, data)."""
+    tracker = await start_tracker(TrackerConfig(host="127.0.0.1", port=0, interval=5))
+    data = make_file(tmp_path / "seed" / "big.bin", 4 * 1024 * 1024, seed=21)
+    raw, meta = torrent_for(tmp_path / "seed" / "big.bin", [f"http://{tracker.base_url}/announce"],
+                            piece_length=64 * 1024)
+    torrent = tmp_path / "big.torrent"
+    torrent.write_bytes(raw)
+    seed = await clients()
+    await seed.add_torrent(meta, tmp_path / "seed")
+    yield torrent, meta, data
+    await tracker.close()
+
+
+def error_lines(stderr: str) -> list[str]:
+    """stderr without the progress lines (`big.bin:  25.0%  1.0 MiB/4.0 MiB ...`)."""
+    return [line for line in re.split(r"[\r\n]+", stderr)
+            if line.strip() and not re.match(r"^\S+:\s+\d+\.\d%", line)]
+
+
+async def test_full_disk_is_one_error_line_and_nothing_claimed_complete(tmp_path, swarm, mount_tmpfs):
+    torrent, meta, data = swarm
+    small = mount_tmpfs(tmp_path / "small", "size=1m")
+    code, out, err = await run_get(torrent, small)
+    assert code != 0
+    lines = error_lines(err)
+    assert len(lines) == 1 and lines[0].startswith("swarm-peer: error: disk full"), err[-2000:]
+    assert str(small / meta.name) in lines[0]
+    assert "complete:" not in out
+    # whatever pieces made it to disk are the right bytes; the file as a whole is not complete
+    storage = Storage(meta, small)
+    await storage.open(create=False)
+    good = await storage.verify()
+    await storage.close()
+    assert len(good) < meta.num_pieces
+    on_disk = (small / meta.name).read_bytes()
+    for i in good:
+        lo = i * meta.piece_length
+        assert on_disk[lo:lo + meta.piece_size(i)] == data[lo:lo + meta.piece_size(i)]
+
+
+async def test_read_only_output_folder_is_one_error_line(tmp_path, swarm, mount_tmpfs):
+    torrent, meta, _ = swarm
+    readonly = mount_tmpfs(tmp_path / "ro", "ro,size=1m")
+    code, out, err = await run_get(torrent, readonly)
+    assert code != 0
+    lines = error_lines(err)
+    assert len(lines) == 1 and lines[0].startswith("swarm-peer: error: read-only file system"), err[-2000:]
+    assert "complete:" not in out and list(readonly.iterdir()) == []
+
+
+async def test_output_folder_that_is_a_file_is_one_error_line(tmp_path, swarm):
+    torrent, meta, _ = swarm
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("x")
+    code, out, err = await run_get(torrent, not_a_folder)
+    assert code != 0
+    lines = error_lines(err)
+    assert len(lines) == 1 and lines[0].startswith("swarm-peer: error: "), err[-2000:]
+    assert "Traceback" not in err and "complete:" not in out
