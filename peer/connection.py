@@ -72,6 +72,7 @@ class PeerConnection(asyncio.Protocol):
         self.fast = False          # both sides set the BEP 6 bit
         self.extended = False      # both sides set the BEP 10 bit
         self.established = False   # handshakes exchanged, torrent attached
+        self.is_self = False       # the handshake carried our own peer id
         self.closed = False
         self.close_reason = ""
 
@@ -306,6 +307,9 @@ class PeerConnection(asyncio.Protocol):
         elif hs.info_hash != self.torrent.info_hash:
             raise ProtocolError("handshake with the wrong info-hash")
         if hs.peer_id == self.my_peer_id:
+            self.is_self = True
+            if not self.outgoing:
+                self._send_handshake()  # so the dialling side learns it reached itself
             raise ProtocolError("connected to ourselves")
         self.peer_id = hs.peer_id
         self.fast = wire.supports_fast(hs.reserved)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import time
 from dataclasses import dataclass, field
 from typing import Iterable
 
@@ -291,22 +290,18 @@ class Torrent:
         self.rechoke_soon()
 
     def _on_closed(self, conn: PeerConnection) -> None:
-        if conn in self.connections:
-            self.connections.discard(conn)
-            dropped = list(conn.inflight)
-            conn.inflight.clear()
-            self.picker.remove_peer(conn)
-            if dropped:
-                self._refill_all()
-            if conn.outgoing and conn.address in self.candidates:
-                if conn.close_reason == "connected to ourselves":
-                    self.candidates[conn.address].is_self = True
-            self._wake_connector.set()
-            self.rechoke_soon()
-        elif conn.outgoing and conn.close_reason.startswith("protocol error: connected to ourselves"):
-            cand = self.candidates.get(conn.address)
-            if cand:
-                cand.is_self = True
+        if conn.is_self and conn.address in self.candidates:
+            self.candidates[conn.address].is_self = True  # our own address: never dial it again
+        if conn not in self.connections:
+            return
+        self.connections.discard(conn)
+        dropped = bool(conn.inflight)
+        conn.inflight.clear()
+        self.picker.remove_peer(conn)
+        if dropped:
+            self._refill_all()
+        self._wake_connector.set()
+        self.rechoke_soon()
 
     # -- what peers tell us --------------------------------------------------------------
     def on_bitfield(self, conn: PeerConnection, indices: Iterable[int]) -> None:
