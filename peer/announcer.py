@@ -74,6 +74,7 @@ class Announcer:
                 self.min_interval = float(resp.min_interval or min(resp.interval, 30))
                 torrent.add_peers(((p.ip, p.port) for p in resp.peers), "tracker")
                 wait = float(max(resp.interval, 1))
+            torrent.announced.set()
             deadline = loop.time() + wait
             earliest = loop.time() + min(self.min_interval, wait)
             while True:

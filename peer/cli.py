@@ -18,7 +18,7 @@ import click
 
 from common.metainfo import Metainfo, MetainfoError, create_metainfo, load_metainfo, parse_metainfo
 from common.rates import format_bytes, parse_rate
-from peer.client import Client, ClientConfig, ClientError
+from peer.client import Client, ClientConfig, ClientError, use_io_threads
 from peer.progress import ProgressReporter
 from peer.storage import StorageError
 from peer.torrent import Torrent, TorrentError
@@ -186,6 +186,7 @@ def _describe(exc: BaseException) -> str:
 async def _session(meta: Metainfo, root: Path, config: ClientConfig, *, seed: bool, mode: str,
                    gate: Path | None = None) -> int:
     loop = asyncio.get_running_loop()
+    use_io_threads(loop)
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
@@ -213,6 +214,8 @@ async def _session(meta: Metainfo, root: Path, config: ClientConfig, *, seed: bo
         click.echo(f"complete: {target.resolve()} ({loop.time() - started:.2f} s)")
         sys.stdout.flush()
         if seed and not stop.is_set():
+            if torrent.announcers:  # say "seeding" once the tracker knows, so peers find us
+                await _wait_any(torrent.announced.wait(), stop.wait(), timeout=10)
             click.echo(f"seeding {meta.name} on port {client.port}; Ctrl-C to stop")
             sys.stdout.flush()
             await _wait_any(stop.wait(), torrent.failed.wait())

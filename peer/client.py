@@ -11,6 +11,7 @@ import logging
 import os
 import random
 import string
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +27,12 @@ log = logging.getLogger("swarm.peer")
 
 DEFAULT_PORT = 6881
 PEER_ID_PREFIX = b"-SW0100-"  # Azureus-style: client "SW", version 0.1.0.0
+
+
+def use_io_threads(loop: asyncio.AbstractEventLoop, threads: int = 16) -> None:
+    """Pieces are hashed, written and read in threads; asyncio's default pool has only 6,
+    which starves a daemon with many active torrents."""
+    loop.set_default_executor(ThreadPoolExecutor(max_workers=threads, thread_name_prefix="swarm-io"))
 
 
 def make_peer_id(rng: random.Random | None = None) -> bytes:

@@ -168,6 +168,10 @@ class PiecePicker:
     def peer_is_seed(self, peer: Peer) -> bool:
         return self._peer_count.get(peer, 0) == self.num_pieces
 
+    def peer_holds(self, peer: Peer, index: int) -> bool:
+        bits = self._peers.get(peer)
+        return bool(bits and bits[index])
+
     def interesting(self, peer: Peer) -> bool:
         return self._useful.get(peer, 0) > 0
 

@@ -14,7 +14,7 @@ from typing import Callable, NamedTuple, Sequence
 
 from common.metainfo import Metainfo, MetainfoError, create_metainfo, load_metainfo, parse_metainfo
 from common.rates import format_bytes
-from peer.client import Client, ClientConfig
+from peer.client import Client, ClientConfig, use_io_threads
 
 
 class ShareError(Exception):
@@ -111,6 +111,7 @@ async def run_share(paths: Sequence[str | os.PathLike], trackers: Sequence[str],
                     echo: Callable[[str], None] = print) -> int:
     """The `share` command's daemon: seed until SIGINT/SIGTERM; exit status 2 on a disk error."""
     loop = asyncio.get_running_loop()
+    use_io_threads(loop)
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         try:

@@ -125,6 +125,7 @@ class Torrent:
         self.error: str | None = None
         self.failed = asyncio.Event()
         self.announcers: list = []
+        self.announced = asyncio.Event()  # the first announce round is over (either way)
         self.extra_sources: list = []   # web seeds and other non-peer block sources
         self._tasks: set[asyncio.Task] = set()
         self._wake_connector = asyncio.Event()
@@ -273,8 +274,8 @@ class Torrent:
         return self.use_peers and len(self.connections) < self.max_connections and self._connection_allowed(conn)
 
     def accept_outgoing(self, conn: PeerConnection) -> bool:
-        if conn.peer_id == self.peer_id:
-            return False
+        if conn.peer_id == self.peer_id or len(self.connections) >= self.max_connections:
+            return False  # incoming peers filled the slots while we were dialling
         return self._connection_allowed(conn)
 
     def on_established(self, conn: PeerConnection) -> None:
@@ -393,7 +394,8 @@ class Torrent:
         self._mark_have(index)
         msg = wire.encode(Have(index))
         for conn in list(self.connections):
-            if conn.transport is not None and not conn.closed:
+            # peers that hold the piece need no `have` (saves ~half of them in a big swarm)
+            if conn.transport is not None and not conn.closed and not self.picker.peer_holds(conn, index):
                 conn.transport.write(msg)
             if conn.am_interested and not self.picker.interesting(conn):
                 conn.set_interested(False)
