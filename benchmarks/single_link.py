@@ -11,6 +11,10 @@ CPU seconds of each side: the leecher's from its rusage (os.wait4), the seed's a
 growth of its /proc CPU time during the transfer (its start-up hash check left out).
 Then the ratios of swarm to libtorrent and to aria2c. Data lives in a temporary folder
 that is removed at the end.
+
+aria2c works in one-second ticks: about 3 s of every aria2c transfer is start-up (first
+announce after 1 s, an encrypted handshake attempt that times out after 1 s before the
+plain one) and the `stopped` announce at exit. Use a size where that does not matter.
 """
 
 from __future__ import annotations

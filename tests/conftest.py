@@ -16,20 +16,14 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import interop_clients  # noqa: E402
-from interop_clients import ProcessSet, Tracker, have_tool, start_tracker  # noqa: E402
-
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+from interop_clients import ProcessSet, Tracker, start_tracker  # noqa: E402
 
 
 def require_tool(name: str) -> None:
-    """Skip the test when an executable or python module is missing; in CI, fail instead:
-    there .ci/run installs everything, so a missing tool is a broken setup, not a skip."""
-    if have_tool(name):
-        return
-    message = f"{name} is not installed (an executable on PATH or a python module)"
-    if IN_CI:
-        pytest.fail(f"CI: {message}", pytrace=False)
-    pytest.skip(message)
+    """Skip when an executable or python module (e.g. "aria2c", "libtorrent",
+    "tracker.cli") is missing; pytest.fail instead under CI=true. Test modules import it
+    from interop_clients."""
+    interop_clients.require_tool(name)
 
 
 def free_port() -> int:
@@ -65,21 +59,8 @@ def procs(request):
 @pytest.fixture
 def tracker(procs) -> Tracker:
     """A `swarm-tracker` on 127.0.0.1 at a free port (HTTP and UDP)."""
-    require_tool_module("tracker.cli")
+    require_tool("tracker.cli")
     return start_tracker(procs)
-
-
-def require_tool_module(module: str) -> None:
-    """Skip (or fail in CI) while a swarm module does not exist yet."""
-    import importlib.util
-    try:
-        found = importlib.util.find_spec(module) is not None
-    except ModuleNotFoundError:
-        found = False
-    if not found:
-        if IN_CI:
-            pytest.fail(f"CI: {module} is missing", pytrace=False)
-        pytest.skip(f"{module} is not written yet")
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)

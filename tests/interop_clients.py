@@ -490,7 +490,25 @@ def have_tool(name: str) -> bool:
     if shutil.which(name):
         return True
     import importlib.util
-    return importlib.util.find_spec(name) is not None
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:  # "pkg.mod" whose package is missing
+        return False
+
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def require_tool(name: str) -> None:
+    """Skip the calling test when an executable or python module is missing; under CI=true
+    fail instead: CI installs everything, so a missing tool there is a broken setup."""
+    import pytest
+    if have_tool(name):
+        return
+    message = f"{name} is not installed (no executable on PATH, no python module)"
+    if IN_CI:
+        pytest.fail(f"CI: {message}", pytrace=False)
+    pytest.skip(message)
 
 
 # --- any client by name ---------------------------------------------------------------

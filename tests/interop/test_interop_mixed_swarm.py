@@ -9,8 +9,9 @@ import re
 import time
 
 import pytest
-from conftest import require_tool, require_tool_module
-from interop_clients import KINDS, assert_same_data, make_file, start_leecher, start_seeder, swarm_create
+from interop_clients import (
+    KINDS, assert_same_data, make_file, require_tool, start_leecher, start_seeder, swarm_create,
+)
 
 pytestmark = [pytest.mark.interop, pytest.mark.timeout(180)]
 
@@ -21,7 +22,7 @@ LEECHER_UPLOAD = 2 * 1024 * 1024
 
 
 def test_mixed_swarm_all_finish_with_identical_files(tmp_path, procs, tracker, record_timing):
-    require_tool_module("peer.cli")
+    require_tool("peer.cli")
     require_tool("aria2c")
     require_tool("libtorrent")
     data = make_file(tmp_path / "seed" / "payload.bin", SIZE, seed=4)
@@ -42,5 +43,7 @@ def test_mixed_swarm_all_finish_with_identical_files(tmp_path, procs, tracker, r
     totals = re.search(r"totals: uploaded=(\d+)", seed.output())
     assert totals, "the swarm seed printed no totals line on exit"
     uploaded = int(totals.group(1))
+    record_timing(f"mixed swarm, all three (the seed sent {uploaded / SIZE:.2f} copies)",
+                  time.monotonic() - started)
     # Three copies left the swarm; the seed sent well under three: the rest went peer to peer.
     assert uploaded < 2.5 * SIZE, f"the seed uploaded {uploaded} bytes: leechers did not share"

@@ -5,8 +5,9 @@ a swarm seed. Single files and folders (whose files cross piece boundaries)."""
 from __future__ import annotations
 
 import pytest
-from conftest import require_tool, require_tool_module
-from interop_clients import assert_same_data, make_file, make_tree, start_leecher, start_seeder, swarm_create
+from interop_clients import (
+    assert_same_data, make_file, make_tree, require_tool, start_leecher, start_seeder, swarm_create,
+)
 
 pytestmark = [pytest.mark.interop, pytest.mark.timeout(120)]
 
@@ -29,7 +30,7 @@ def payload(tmp_path, layout: str):
 
 def require(kind: str) -> None:
     if kind == "swarm":
-        require_tool_module("peer.cli")
+        require_tool("peer.cli")
     else:
         require_tool(kind)
 

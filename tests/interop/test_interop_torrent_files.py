@@ -7,8 +7,9 @@ from __future__ import annotations
 import re
 
 import pytest
-from conftest import require_tool, require_tool_module
-from interop_clients import aria2_info_hash, lt_command, make_file, make_tree, run, swarm_create
+from interop_clients import (
+    aria2_info_hash, lt_command, make_file, make_tree, require_tool, run, swarm_create,
+)
 
 pytestmark = [pytest.mark.interop, pytest.mark.timeout(60)]
 
@@ -47,7 +48,7 @@ def swarm_files(meta) -> dict[str, int]:
 
 
 def test_swarm_torrent_is_read_by_aria2c_and_libtorrent(tmp_path, data):
-    require_tool_module("peer.cli")
+    require_tool("peer.cli")
     require_tool("aria2c")
     require_tool("libtorrent")
     torrent = swarm_create(data, [TRACKER], tmp_path / "swarm.torrent", piece_length=32768)
@@ -61,7 +62,7 @@ def test_swarm_torrent_is_read_by_aria2c_and_libtorrent(tmp_path, data):
 
 
 def test_aria2c_lists_the_files_of_a_swarm_torrent(tmp_path, data):
-    require_tool_module("peer.cli")
+    require_tool("peer.cli")
     require_tool("aria2c")
     torrent = swarm_create(data, [TRACKER], tmp_path / "swarm.torrent", piece_length=32768)
     out = run(["aria2c", "--no-conf", "-S", torrent]).stdout
@@ -73,7 +74,7 @@ def test_aria2c_lists_the_files_of_a_swarm_torrent(tmp_path, data):
 
 
 def test_swarm_reads_mktorrent_torrent(tmp_path, data):
-    require_tool_module("common.metainfo")
+    require_tool("common.metainfo")
     require_tool("mktorrent")
     require_tool("libtorrent")
     torrent = tmp_path / "mk.torrent"
@@ -94,7 +95,7 @@ def test_swarm_reads_libtorrent_torrent(tmp_path, data, hybrid):
     """libtorrent's v1 torrents, and its v1+v2 hybrids (extra keys in info, and pad files
     between files so that each starts on a piece boundary): swarm's info-hash is the v1
     one libtorrent reports."""
-    require_tool_module("common.metainfo")
+    require_tool("common.metainfo")
     require_tool("libtorrent")
     torrent = tmp_path / "lt.torrent"
     argv = lt_command("create", data, torrent, "--tracker", TRACKER, "--piece-length", 32768)

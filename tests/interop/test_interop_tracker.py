@@ -7,8 +7,9 @@ from __future__ import annotations
 import time
 
 import pytest
-from conftest import require_tool
-from interop_clients import assert_same_data, lt_command, lt_scrape, make_file, run, start_leecher, start_seeder
+from interop_clients import (
+    assert_same_data, lt_command, lt_scrape, make_file, require_tool, run, start_leecher, start_seeder,
+)
 
 pytestmark = [pytest.mark.interop, pytest.mark.timeout(120)]
 
