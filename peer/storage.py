@@ -130,7 +130,11 @@ class Storage:
     def _check_paths(self) -> None:
         root = self.root.resolve()
         for path in self.paths:
-            if not path.resolve().is_relative_to(root):
+            try:
+                resolved = path.resolve()
+            except (OSError, RuntimeError):  # a symlink loop (RuntimeError before Python 3.13)
+                raise StorageError(f"refusing {path}: symlink loop in {self.root}") from None
+            if not resolved.is_relative_to(root):
                 raise StorageError(f"refusing {path}: it leads outside {self.root} (symlink?)")
 
     def _open_files(self, create: bool) -> tuple[list[int | None], list[int]]:
