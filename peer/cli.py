@@ -13,6 +13,7 @@ import logging
 import signal
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import click
 
@@ -32,7 +33,7 @@ class UserError(Exception):
     """One line for the user; exit status 2."""
 
 
-def fail(message: str) -> "NoReturn":  # type: ignore[name-defined]  # noqa: F821
+def fail(message: str) -> NoReturn:
     click.echo(f"swarm-peer: error: {message}", err=True)
     sys.exit(2)
 
@@ -162,12 +163,18 @@ async def _fetch(url: str) -> bytes:
         raise UserError(f"{url}: {exc or type(exc).__name__}") from None
 
 
-def _run(meta: Metainfo, root: Path, *, seed: bool, mode: str, must_exist: bool = False, **opts) -> None:
+def _config(opts: dict) -> ClientConfig:
+    """The daemon settings every peer command shares (see `common_peer_options`)."""
     config = ClientConfig(host=opts["host"], port=opts["port"], upload_limit=opts["upload_limit"],
                           download_limit=opts["download_limit"],
                           max_connections_per_torrent=opts["max_peers"])
     if opts["no_lsd"]:
         config.lsd = False
+    return config
+
+
+def _run(meta: Metainfo, root: Path, *, seed: bool, mode: str, must_exist: bool = False, **opts) -> None:
+    config = _config(opts)
     try:
         code = asyncio.run(_session(meta, root, config, seed=seed, mode=mode, gate=opts.get("gate")))
     except KNOWN_ERRORS as exc:
@@ -295,11 +302,7 @@ def compare(**opts) -> None:
 def share(paths: tuple[Path, ...], trackers, torrents_dir: Path, **opts) -> None:
     """Make a torrent for each file or folder in PATHS and seed them all."""
     from peer.share import ShareError, run_share
-    config = ClientConfig(host=opts["host"], port=opts["port"], upload_limit=opts["upload_limit"],
-                          download_limit=opts["download_limit"],
-                          max_connections_per_torrent=opts["max_peers"])
-    if opts["no_lsd"]:
-        config.lsd = False
+    config = _config(opts)
     try:
         code = asyncio.run(run_share(paths, trackers, torrents_dir, config,
                                      echo=lambda line: click.echo(line) or sys.stdout.flush()))

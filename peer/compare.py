@@ -24,15 +24,11 @@ u_s = the seed's cap, hybrid against D_p2p with u_s = origin + seed (both serve)
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import os
 import re
 import shutil
-import signal
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
@@ -43,6 +39,7 @@ import click
 
 from common.metainfo import create_metainfo
 from common.rates import format_bytes, format_rate, parse_rate
+from peer.processes import LocalProcess, sha1_file, stop_all, wait_for_line
 
 MODES = ("central", "p2p", "hybrid")
 HOST = "127.0.0.1"
@@ -137,76 +134,8 @@ class RunResult:
         return self.error is None and self.identical and self.completed == self.peers
 
 
-class _Proc:
-    """A child process whose output goes to a log file we read as it grows."""
-
-    def __init__(self, name: str, argv: list[str], log: Path) -> None:
-        self.name = name
-        self.log = log
-        env = dict(os.environ, SWARM_NO_LSD="1", PYTHONUNBUFFERED="1")
-        with open(log, "wb") as out:
-            self.popen = subprocess.Popen([sys.executable, *argv], stdout=out, stderr=subprocess.STDOUT,
-                                          stdin=subprocess.DEVNULL, env=env, start_new_session=True)
-
-    def text(self) -> str:
-        try:
-            return self.log.read_text(errors="replace")
-        except OSError:
-            return ""
-
-    def search(self, pattern: str) -> re.Match | None:
-        return re.search(pattern, self.text(), re.MULTILINE)
-
-    def tail(self, lines: int = 15) -> str:
-        return "\n".join(self.text().splitlines()[-lines:])
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-    def signal(self, sig: int) -> None:
-        if self.alive():
-            try:
-                os.killpg(self.popen.pid, sig)
-            except ProcessLookupError:
-                pass
-
-    def wait(self, timeout: float) -> bool:
-        try:
-            self.popen.wait(timeout=max(0.0, timeout))
-            return True
-        except subprocess.TimeoutExpired:
-            return False
-
-
-def _stop_all(procs: list[_Proc], grace: float = 10.0) -> None:
-    """SIGTERM everyone at once (peers print their totals), SIGKILL whoever lingers."""
-    for p in procs:
-        p.signal(signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    for p in procs:
-        if not p.wait(deadline - time.monotonic()):
-            p.signal(signal.SIGKILL)
-            p.wait(5)
-
-
-def _wait_line(proc: _Proc, pattern: str, timeout: float) -> re.Match:
-    deadline = time.monotonic() + timeout
-    while True:
-        m = proc.search(pattern)
-        if m:
-            return m
-        if not proc.alive() or time.monotonic() > deadline:
-            why = "exited" if not proc.alive() else f"said nothing like {pattern!r} in {timeout:.0f} s"
-            raise CompareError(f"{proc.name} {why}:\n{proc.tail()}")
-        time.sleep(POLL)
-
-
-def _sha1(path: Path) -> str:
-    h = hashlib.sha1()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
+def _wait_line(proc: LocalProcess, pattern: str, timeout: float):
+    return wait_for_line(proc, pattern, timeout, error=CompareError)
 
 
 def _rate_option(name: str, rate: float | None) -> list[str]:
@@ -230,11 +159,11 @@ def run_once(mode: str, n: int, source: Path, caps: Capacities, work: Path, time
     except OSError:
         shutil.copyfile(source, served)
     size = source.stat().st_size
-    procs: list[_Proc] = []
-    peers: list[_Proc] = []
-    seed: _Proc | None = None
+    procs: list[LocalProcess] = []
+    peers: list[LocalProcess] = []
+    seed: LocalProcess | None = None
     try:
-        tracker = _Proc("tracker/origin", ["-m", "tracker", "start", "--host", HOST, "--port", "0",
+        tracker = LocalProcess("tracker/origin", ["-m", "tracker", "start", "--host", HOST, "--port", "0",
                                            "--interval", "5", "--files", str(files),
                                            *_rate_option("--upload-limit", caps.server_up)],
                         work / "tracker.log")
@@ -245,13 +174,13 @@ def run_once(mode: str, n: int, source: Path, caps: Capacities, work: Path, time
         torrent.write_bytes(create_metainfo(source, [f"{base}/announce"],
                                             web_seeds=[f"{base}/files/{source.name}"]))
         if mode != "central":
-            seed = _Proc("seed", ["-m", "peer", "seed", str(torrent), str(source), "--host", HOST,
+            seed = LocalProcess("seed", ["-m", "peer", "seed", str(torrent), str(source), "--host", HOST,
                                   "--port", "0", "--no-lsd", *_rate_option("--upload-limit", caps.server_up)],
                          work / "seed.log")
             procs.append(seed)
         gate = work / "gate"
         for i in range(n):
-            peer = _Proc(f"peer {i + 1}", ["-m", "peer", "get", str(torrent), "-o", str(work / f"peer{i + 1}"),
+            peer = LocalProcess(f"peer {i + 1}", ["-m", "peer", "get", str(torrent), "-o", str(work / f"peer{i + 1}"),
                                            "--mode", mode, "--host", HOST, "--port", "0", "--no-lsd",
                                            "--wait-for", str(gate),
                                            *_rate_option("--upload-limit", caps.peer_up),
@@ -268,14 +197,14 @@ def run_once(mode: str, n: int, source: Path, caps: Capacities, work: Path, time
         error = _wait_complete(peers, started + timeout)
         times = sorted(float(m.group(1)) for p in peers if (m := _COMPLETE.search(p.text())))
         # Everyone has finished (or given up): stop peers and seed so they print their totals.
-        _stop_all([p for p in procs if p is not tracker])
+        stop_all([p for p in procs if p is not tracker])
         origin_bytes = _origin_bytes(base)
-        _stop_all([tracker])
+        stop_all([tracker])
         seed_bytes = _totals(seed)[0] if seed else 0
         peer_totals = [_totals(p) for p in peers]
-        original = _sha1(source)
+        original = sha1_file(source)
         identical = all((work / f"peer{i + 1}" / source.name).is_file()
-                        and _sha1(work / f"peer{i + 1}" / source.name) == original for i in range(n))
+                        and sha1_file(work / f"peer{i + 1}" / source.name) == original for i in range(n))
         if error is None and not identical:
             error = "a downloaded copy differs from the original"
         cs, p2p, bound = caps.bounds(mode, size, n)
@@ -289,10 +218,10 @@ def run_once(mode: str, n: int, source: Path, caps: Capacities, work: Path, time
             ratio=done / bound if done is not None and bound > 0 else None,
             identical=identical, error=error)
     finally:
-        _stop_all(procs)
+        stop_all(procs)
 
 
-def _wait_complete(peers: list[_Proc], deadline: float) -> str | None:
+def _wait_complete(peers: list[LocalProcess], deadline: float) -> str | None:
     """Until every peer printed `complete:`; else the first error, exit or the timeout."""
     while True:
         pending = 0
@@ -312,7 +241,7 @@ def _wait_complete(peers: list[_Proc], deadline: float) -> str | None:
         time.sleep(POLL)
 
 
-def _totals(proc: _Proc) -> tuple[int, int]:
+def _totals(proc: LocalProcess) -> tuple[int, int]:
     matches = _TOTALS.findall(proc.text())
     return (int(matches[-1][0]), int(matches[-1][1])) if matches else (0, 0)
 
