@@ -283,25 +283,26 @@ class WireDecoder:
     def feed(self, data: bytes | bytearray | memoryview) -> list[Handshake | Message]:
         """Return every message completed by `data`, in order; ProtocolError on bad input."""
         out: list[Handshake | Message] = []
-        with memoryview(data) as view:
-            end = view.nbytes
-            pos = 0
-            buf = self._buf
-            # Slow path: top up the one pending frame with just the bytes it still lacks.
-            while buf and pos < end:
-                need = self._pending_size() - len(buf)
-                take = min(need, end - pos)
-                buf += view[pos:pos + take]
-                pos += take
-                if len(buf) == self._pending_size():
-                    with memoryview(buf) as pending:
-                        self._parse(pending, 0, len(buf), out)
-                    buf.clear()
-            # Fast path: whole frames straight out of the caller's chunk.
+        view = memoryview(data)
+        end = view.nbytes
+        pos = 0
+        buf = self._buf
+        # Slow path: top up the one pending frame with just the bytes it still lacks.
+        while buf and pos < end:
+            need = self._pending_size() - len(buf)
+            take = min(need, end - pos)
+            buf += view[pos:pos + take]
+            pos += take
+            if len(buf) == self._pending_size():
+                with memoryview(buf) as pending:
+                    self._parse(pending, 0, len(buf), out, False)
+                buf.clear()
+        # Fast path: whole frames straight out of the caller's chunk. When that chunk is
+        # immutable `bytes` (what a socket gives), Piece blocks are views into it: no copy.
+        if pos < end:
+            pos = self._parse(view, pos, end, out, type(data) is bytes)
             if pos < end:
-                pos = self._parse(view, pos, end, out)
-                if pos < end:
-                    buf += view[pos:end]
+                buf += view[pos:end]
         return out
 
     def _pending_size(self) -> int:
@@ -337,7 +338,7 @@ class WireDecoder:
             raise ProtocolError(
                 f"{_NAMES[msg_id]} message needs at least {least} payload bytes, got {payload}")
 
-    def _parse(self, view: memoryview, pos: int, end: int, out: list) -> int:
+    def _parse(self, view: memoryview, pos: int, end: int, out: list, share: bool) -> int:
         """Append every complete unit in view[pos:end] to `out`; return where the rest starts.
 
         Headers of a trailing incomplete frame are validated too, so bad input fails early.
@@ -360,11 +361,12 @@ class WireDecoder:
             length, msg_id = unpack_len_id(view, pos)
             stop = pos + 4 + length
             if msg_id == PIECE and 9 <= length <= max_frame:
-                # The bulk of all traffic: checked inline, block copied out once.
+                # The bulk of all traffic: checked inline, block shared or copied out once.
                 if stop > end:
                     return pos
                 index, begin = unpack_u32_u32(view, pos + 5)
-                append(Piece(index, begin, view[pos + 13:stop].tobytes()))
+                block = view[pos + 13:stop]
+                append(Piece(index, begin, block if share else block.tobytes()))
                 pos = stop
                 continue
             if length == 0:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -176,12 +177,27 @@ def _config(opts: dict) -> ClientConfig:
 def _run(meta: Metainfo, root: Path, *, seed: bool, mode: str, must_exist: bool = False, **opts) -> None:
     config = _config(opts)
     try:
-        code = asyncio.run(_session(meta, root, config, seed=seed, mode=mode, gate=opts.get("gate")))
+        code = run_loop(_session(meta, root, config, seed=seed, mode=mode, gate=opts.get("gate")))
     except KNOWN_ERRORS as exc:
         fail(_describe(exc))
     except KeyboardInterrupt:
         code = 0
     sys.exit(code)
+
+
+def run_loop(coro):
+    """Run the daemon on uvloop when it is installed (measurably faster I/O), else asyncio's loop.
+
+    SWARM_UVLOOP=0 forces the standard loop (for comparisons)."""
+    factory = None
+    if os.environ.get("SWARM_UVLOOP", "1") != "0":
+        try:
+            import uvloop
+            factory = uvloop.new_event_loop
+        except ImportError:
+            pass
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(coro)
 
 
 def _describe(exc: BaseException) -> str:
@@ -304,7 +320,7 @@ def share(paths: tuple[Path, ...], trackers, torrents_dir: Path, **opts) -> None
     from peer.share import ShareError, run_share
     config = _config(opts)
     try:
-        code = asyncio.run(run_share(paths, trackers, torrents_dir, config,
+        code = run_loop(run_share(paths, trackers, torrents_dir, config,
                                      echo=lambda line: click.echo(line) or sys.stdout.flush()))
     except (ShareError, *KNOWN_ERRORS) as exc:
         fail(_describe(exc))

@@ -243,7 +243,7 @@ class Storage:
         expected = self.meta.piece_hashes[index]
         if len(data) != self.meta.piece_size(index):
             return False
-        data = bytes(data)
+        # no copy: the torrent hands over a finished piece buffer and never touches it again
 
         def check_and_write() -> bool:
             if hashlib.sha1(data).digest() != expected:

@@ -196,8 +196,16 @@ def test_whole_frames_in_one_chunk_leave_nothing_buffered():
     decoder = WireDecoder(handshake=False)
     got = decoder.feed(data)
     assert [p.block[0] for p in got] == list(range(8))
-    assert all(type(p.block) is bytes for p in got)
+    # a socket's immutable bytes chunk is shared, not copied: blocks are views into it
+    assert all(type(p.block) is memoryview and p.block.obj is data for p in got)
     assert decoder.buffered == 0
+
+
+def test_blocks_from_a_mutable_chunk_are_copied():
+    data = bytearray(encode(Piece(1, 0, b"\x07" * 100)))
+    got = WireDecoder(handshake=False).feed(data)
+    data[20] = 0  # the caller reuses its buffer
+    assert type(got[0].block) is bytes and got[0].block == b"\x07" * 100
 
 
 def test_maximum_sizes_are_accepted():
