@@ -137,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pairs", default=",".join(DEFAULT_PAIRS),
                         help="comma-separated SEED:LEECHER, clients swarm, aria2c, libtorrent")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per transfer")
+    parser.add_argument("--tracker", choices=("http", "udp"), default="http",
+                        help="which of swarm-tracker's protocols the torrent names")
     parser.add_argument("--workdir", type=Path, default=None, help="keep data here (default: a temp dir)")
     args = parser.parse_args(argv)
 
@@ -155,10 +157,11 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.monotonic()
         write_random(data, args.size)
         digest = sha1_file(data)
-        print(f"data: {args.size} bytes in {time.monotonic() - t0:.1f}s", flush=True)
+        print(f"data: {args.size} bytes in {time.monotonic() - t0:.1f}s; tracker over {args.tracker}", flush=True)
         with ProcessSet() as procs:
             tracker = start_tracker(procs, interval=5)
-            torrent = swarm_create(data, [tracker.http], workdir / "payload.torrent",
+            announce = tracker.http if args.tracker == "http" else tracker.udp
+            torrent = swarm_create(data, [announce], workdir / "payload.torrent",
                                    piece_length=args.piece_length)
             for round_no in range(args.rounds):
                 for seeder, leecher in pairs:
