@@ -168,7 +168,7 @@ async def test_reading_paused_by_our_download_limit_is_not_the_peer_going_silent
     """A low download limit pauses reading for longer than the idle timeout (3 s here): the
     connection must survive, since the silence is ours. (Churn with many rate-limited peers
     lost most connections to this and then waited out the redial backoff.)"""
-    data = make_file(tmp_path / "seed" / "data.bin", 2 * 1024 * 1024, seed=4)
+    make_file(tmp_path / "seed" / "data.bin", 2 * 1024 * 1024, seed=4)
     _, meta = torrent_for(tmp_path / "seed" / "data.bin", piece_length=256 * 1024)
     seed = await clients()
     await seed.add_torrent(meta, tmp_path / "seed")

@@ -5,13 +5,11 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-import time
 
-import pytest
 
 from common import wire
 from tests.integration.conftest import (
-    ROOT, make_file, sha1_of, start_process, stop_process, tree_digest, wait_for_line,
+    ROOT, make_file, sha1_of, start_process, tree_digest, wait_for_line,
 )
 
 

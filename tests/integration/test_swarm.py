@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import shutil
 
-import pytest
-
 from tests.integration.conftest import make_file, sha1_of, torrent_for, tree_digest
 
 
