@@ -4,7 +4,7 @@ API (peers are opaque hashable keys, e.g. connection objects; blocks are
 ``(index, begin, length)`` tuples):
 
     picker = PiecePicker(num_pieces, piece_length, total_length, block_size=16384,
-                         random_first=4, rng=None, endgame_copies=3)
+                         random_first=4, rng=None, endgame_copies=2)
     picker.mark_have(i)                 # piece i is verified on disk (start-up or after hashing)
     picker.have                          # bytearray, 1 per verified piece
     picker.is_complete(); picker.missing_count
@@ -30,8 +30,9 @@ have something to trade soon), else rarest first with a random tie-break; (4) sp
 blocks of pieces other peers are fetching. When too many pieces are open (their buffers
 cost memory), (4) comes before (3). (5) Endgame: once every missing piece is started
 and this peer has nothing unrequested left, it gets blocks already in flight to others,
-each block asked from at most `endgame_copies` peers; `block_received` returns the
-others so their requests can be cancelled.
+each block asked from at most `endgame_copies` peers (2: one spare copy; a third cost
+the seed about 0.1 file copies in rate-capped swarms, benchmarks/compare_bench.py);
+`block_received` returns the others so their requests can be cancelled.
 
 Blocks nobody asked for (a web seed's, a late duplicate) are still counted, and their
 sender recorded as a contributor: its bytes may be the ones that end up in the piece.
@@ -72,7 +73,7 @@ class _Partial:
 class PiecePicker:
     def __init__(self, num_pieces: int, piece_length: int, total_length: int, *,
                  block_size: int = 16384, random_first: int = 4,
-                 rng: random.Random | None = None, endgame_copies: int = 3) -> None:
+                 rng: random.Random | None = None, endgame_copies: int = 2) -> None:
         self.num_pieces = num_pieces
         self.piece_length = piece_length
         self.total_length = total_length

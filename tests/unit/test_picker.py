@@ -156,6 +156,16 @@ def test_endgame_only_once_every_available_piece_is_started():
     assert pp.pick("B", 5) == [(0, 0, BS)]
     assert pp.pick("C", 5) == [], "piece 1 is not started yet: no duplicates"
     assert pp.pick("A", 5) == [(1, 0, BS), (0, 0, BS)]
+    assert pp.pick("C", 5) == [], "block 0 is already asked from 2 peers, the default cap"
+
+
+def test_endgame_copies_cap_is_a_setting():
+    pp = picker(2, endgame_copies=3)
+    pp.add_peer("A", [0, 1])
+    pp.add_peer("B", [0])
+    pp.add_peer("C", [0])
+    assert pp.pick("B", 5) == [(0, 0, BS)]
+    assert pp.pick("A", 5) == [(1, 0, BS), (0, 0, BS)]
     assert pp.pick("C", 5) == [(0, 0, BS)]
 
 
