@@ -536,11 +536,12 @@ class Torrent:
             conn.set_choking(conn not in unchoke)
 
     def _adapt_pipelines(self) -> None:
-        """Keep about half a second of data in flight per peer (at least 16 blocks)."""
+        """Keep about half a second of data in flight per peer (at least 8 blocks: under a rate
+        cap a deep queue at a seed only widens the window for duplicate pieces)."""
         now = self.loop.time()
         for conn in self.connections:
             rate = conn.download.rate(now)
-            conn.max_inflight = max(16, min(500, int(rate * 0.5 / wire.BLOCK_SIZE) + 16))
+            conn.max_inflight = max(8, min(500, int(rate * 0.5 / wire.BLOCK_SIZE) + 4))
 
 
 def _resume_reading(conn: PeerConnection) -> None:
