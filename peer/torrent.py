@@ -394,8 +394,9 @@ class Torrent:
         self._mark_have(index)
         msg = wire.encode(Have(index))
         for conn in list(self.connections):
-            # peers that hold the piece need no `have` (saves ~half of them in a big swarm)
-            if conn.transport is not None and not conn.closed and not self.picker.peer_holds(conn, index):
+            # seeds need no `have`; every other peer gets one, even if it showed us the piece:
+            # a super-seeding peer (BEP 16) learns from our `have` that we took its offer
+            if conn.transport is not None and not conn.closed and not self.picker.peer_is_seed(conn):
                 conn.transport.write(msg)
             if conn.am_interested and not self.picker.interesting(conn):
                 conn.set_interested(False)
