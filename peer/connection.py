@@ -82,7 +82,7 @@ class PeerConnection(asyncio.Protocol):
         self.peer_interested = False
         self.got_first_message = False
 
-        self.inflight: dict[Block, float] = {}        # our requests -> time sent
+        self.inflight: set[Block] = set()              # our requests not yet answered
         self.max_inflight = 32                          # grows with the measured rate
         self.peer_reqq = DEFAULT_PEER_REQQ
         self.queued: collections.deque[Block] = collections.deque()  # their requests to us
@@ -93,11 +93,8 @@ class PeerConnection(asyncio.Protocol):
         self._write_ready.set()
 
         now = self.loop.time()
-        self.download = RateMeter()   # piece payload they sent us
+        self.download = RateMeter()   # piece payload they sent us (.total: bytes ever)
         self.upload = RateMeter()     # piece payload we sent them
-        self.downloaded = 0
-        self.uploaded = 0
-        self.connected_at = now
         self.last_received = now
         self.last_sent = now
         self.last_block_at = now
@@ -209,9 +206,7 @@ class PeerConnection(asyncio.Protocol):
 
     def request(self, blocks: list[Block]) -> None:
         """Queue requests; they leave in one write at the end of this loop iteration."""
-        now = self.loop.time()
-        for block in blocks:
-            self.inflight[block] = now
+        self.inflight.update(blocks)
         if not self._outbox:
             self.loop.call_soon(self._flush_requests)
         self._outbox.extend(blocks)
@@ -224,8 +219,10 @@ class PeerConnection(asyncio.Protocol):
             self.last_sent = self.loop.time()
 
     def cancel(self, block: Block) -> None:
-        if self.inflight.pop(block, None) is not None and block not in self._outbox:
-            self.send(Cancel(*block))
+        if block in self.inflight:
+            self.inflight.discard(block)
+            if block not in self._outbox:  # still unsent: _flush_requests drops it
+                self.send(Cancel(*block))
 
     def request_room(self) -> int:
         """How many more requests this peer should have in flight to stay busy."""
@@ -244,19 +241,16 @@ class PeerConnection(asyncio.Protocol):
         first = not self.got_first_message
         if kind not in _HINTS:  # some clients send their extension handshake before the bitfield
             self.got_first_message = True
-        if kind is Bitfield or kind is HaveAll or kind is HaveNone:
+        if kind is Bitfield:
+            # first, or later as a batch of haves (aria2c: have_none, then a full bitfield)
+            torrent.on_bitfield(self, wire.indices_from_bitfield(msg.bits, torrent.num_pieces))  # type: ignore[attr-defined]
+            return
+        if kind is HaveAll or kind is HaveNone:
             if not first:
-                if kind is Bitfield:  # aria2c sends have_none, later a full bitfield: new haves
-                    wire.check_bitfield(msg.bits, torrent.num_pieces)  # type: ignore[attr-defined]
-                    torrent.on_bitfield(self, wire.indices_from_bitfield(msg.bits, torrent.num_pieces))  # type: ignore[attr-defined]
-                    return
                 raise ProtocolError(f"{kind.__name__} after the first message")
-            if kind is not Bitfield and not self.fast:
+            if not self.fast:
                 raise ProtocolError(f"{kind.__name__} without the fast extension")
-            if kind is Bitfield:
-                wire.check_bitfield(msg.bits, torrent.num_pieces)  # type: ignore[attr-defined]
-                torrent.on_bitfield(self, wire.indices_from_bitfield(msg.bits, torrent.num_pieces))  # type: ignore[attr-defined]
-            elif kind is HaveAll:
+            if kind is HaveAll:
                 torrent.on_bitfield(self, range(torrent.num_pieces))
             return
         if kind is Have:
@@ -287,7 +281,8 @@ class PeerConnection(asyncio.Protocol):
             torrent.on_interest_changed(self)
         elif kind is RejectRequest:
             block = (msg.index, msg.begin, msg.length)  # type: ignore[attr-defined]
-            if self.inflight.pop(block, None) is not None:
+            if block in self.inflight:
+                self.inflight.discard(block)
                 torrent.on_requests_dropped(self, [block])
         elif kind is Extended:
             if msg.ext_id == 0:  # type: ignore[attr-defined]
@@ -332,7 +327,7 @@ class PeerConnection(asyncio.Protocol):
     def _on_extension_handshake(self, payload: bytes) -> None:
         try:
             info = bencoding.bdecode(payload, strict_order=False)
-        except Exception:
+        except bencoding.BencodeError:
             return  # a malformed extension handshake only loses the hints in it
         if isinstance(info, dict):
             reqq = info.get(b"reqq")
@@ -363,15 +358,13 @@ class PeerConnection(asyncio.Protocol):
         if not self.established:
             raise ProtocolError("piece before handshake")
         self.got_first_message = True
-        block = (msg.index, msg.begin, len(msg.block))
-        sent_at = self.inflight.pop(block, None)
-        now = self.loop.time()
         n = len(msg.block)
-        self.downloaded += n
+        self.inflight.discard((msg.index, msg.begin, n))
+        now = self.loop.time()
         self.download.add(n, now)
         self.last_block_at = now
         assert self.torrent is not None
-        self.torrent.on_block(self, msg.index, msg.begin, msg.block, sent_at is not None)
+        self.torrent.on_block(self, msg.index, msg.begin, msg.block)
 
     # -- serving --------------------------------------------------------------------
     async def _serve(self) -> None:
@@ -400,7 +393,6 @@ class PeerConnection(asyncio.Protocol):
                     (wire.piece_header(index, begin, length), memoryview(piece)[begin:begin + length]))
                 now = self.loop.time()
                 self.last_sent = now
-                self.uploaded += length
                 self.upload.add(length, now)
                 torrent.count_upload(length)
         except Exception as exc:  # a storage error ends this peer, not the daemon

@@ -4,9 +4,9 @@ API:
     storage = Storage(meta, root)      # files live at root/<FileEntry.path>
     await storage.open(create=True)    # make folders and (sparse, full-size) files
     await storage.verify(on_progress=None) -> set[int]   # pieces on disk whose SHA-1 matches
-    await storage.verify_piece(index, data) -> bool      # SHA-1 check of an assembled piece
-    await storage.write_piece(index, data)               # whole, verified piece
-    await storage.read_piece(index) -> bytes ; await storage.read_block(index, begin, length)
+    await storage.store_if_valid(index, data) -> bool    # SHA-1 check, then write: one thread hop
+    await storage.write_piece(index, data)               # whole piece known to be good
+    await storage.read_piece(index) -> bytes             # through a small cache; prefetch(index)
     storage.file_spans(index, begin=0, length=None) -> list[Span]   # piece range -> file ranges
     await storage.close()
 Every disk problem comes out as StorageError with one line: "disk full writing <path>".
@@ -47,7 +47,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 CACHE_BYTES = 32 * 1024 * 1024      # read cache budget, 2 to 16 pieces
 VERIFY_BATCH_BYTES = 8 * 1024 * 1024  # pieces hashed per worker-thread call
-INLINE_HASH_BYTES = 32 * 1024        # smaller pieces are hashed without a thread hop
 
 
 class StorageError(Exception):
@@ -228,15 +227,6 @@ class Storage:
                     good.append(index)
         return good
 
-    async def verify_piece(self, index: int, data: bytes | bytearray) -> bool:
-        """Does this assembled piece match its hash? (Hashed off the event loop.)"""
-        expected = self.meta.piece_hashes[index]
-        if len(data) != self.meta.piece_size(index):
-            return False
-        if len(data) <= INLINE_HASH_BYTES:
-            return hashlib.sha1(data).digest() == expected
-        return await asyncio.to_thread(_sha1_matches, data, expected)
-
     async def store_if_valid(self, index: int, data: bytes | bytearray) -> bool:
         """Hash a freshly assembled piece and, if it matches, write it: one thread hop, not two."""
         self._require_open()
@@ -312,12 +302,6 @@ class Storage:
         if not fut.cancelled() and fut.exception() is None and self._opened:
             self._remember(index, fut.result())
 
-    async def read_block(self, index: int, begin: int, length: int) -> bytes:
-        if not (0 <= begin and 0 < length and begin + length <= self.meta.piece_size(index)):
-            raise ValueError(f"block {begin}+{length} is outside piece {index}")
-        piece = await self.read_piece(index)
-        return piece[begin:begin + length]
-
     def _read_sync(self, index: int, spans: list[Span] | None = None) -> bytes:
         spans = self.file_spans(index) if spans is None else spans
         parts = []
@@ -352,10 +336,6 @@ class Storage:
 def _ignore_result(fut: asyncio.Future) -> None:
     if not fut.cancelled():
         fut.exception()  # a failed prefetch is retried by the real read, which reports it
-
-
-def _sha1_matches(data: bytes | bytearray, expected: bytes) -> bool:
-    return hashlib.sha1(data).digest() == expected
 
 
 def _allow_open_files(needed: int) -> None:

@@ -103,7 +103,7 @@ class Torrent:
 
         self.picker = PiecePicker(meta.num_pieces, meta.piece_length, meta.total_length, rng=self.rng)
         self.choker = Choker(rng=self.rng)
-        self.have = bytearray(meta.num_pieces)
+        self.have = self.picker.have   # the picker's record of verified pieces, shared
         self.left = meta.total_length
         self.connections: set[PeerConnection] = set()
         self.dialing: set[Address] = set()
@@ -115,11 +115,8 @@ class Torrent:
         self.assembling: dict[int, bytearray] = {}
         self.hashing: set[int] = set()
 
-        self.uploaded = 0
-        self.downloaded = 0
         self.hash_failures = 0
-        self.wasted = 0
-        self.down_meter = RateMeter(window=5.0)
+        self.down_meter = RateMeter(window=5.0)   # .total: bytes downloaded, any source
         self.up_meter = RateMeter(window=5.0)
         self.complete = asyncio.Event()
         self.error: str | None = None
@@ -188,9 +185,17 @@ class Torrent:
     def is_seed(self) -> bool:
         return self.left == 0
 
+    @property
+    def downloaded(self) -> int:
+        return self.down_meter.total
+
+    @property
+    def uploaded(self) -> int:
+        return self.up_meter.total
+
     def status(self) -> Status:
         now = self.loop.time()
-        return Status(self.meta.name, sum(self.have), self.num_pieces, self.meta.total_length,
+        return Status(self.meta.name, self.num_pieces - self.picker.missing_count, self.num_pieces, self.meta.total_length,
                       self.left, self.down_meter.rate(now), self.up_meter.rate(now),
                       len(self.connections), self.downloaded, self.uploaded, self.hash_failures)
 
@@ -223,8 +228,6 @@ class Torrent:
                 if (cand.is_self or cand.next_try > now or addr in self.dialing
                         or addr in connected or addr in self.banned_addrs):
                     continue
-                if self.is_seed and cand.source == "seed":
-                    continue
                 room -= 1
                 self.dialing.add(addr)
                 self.spawn(self._dial(addr, cand))
@@ -234,16 +237,11 @@ class Torrent:
                 pass
 
     async def _dial(self, addr: Address, cand: Candidate) -> None:
+        def factory() -> PeerConnection:
+            return PeerConnection(my_peer_id=self.peer_id, find_torrent=lambda h: None, torrent=self,
+                                  address=addr, timeouts=self.timeouts, on_closed=self._on_closed)
+
         try:
-            conn: PeerConnection | None = None
-
-            def factory() -> PeerConnection:
-                nonlocal conn
-                conn = PeerConnection(my_peer_id=self.peer_id, find_torrent=lambda h: None,
-                                      torrent=self, address=addr, timeouts=self.timeouts,
-                                      on_closed=self._on_closed)
-                return conn
-
             await asyncio.wait_for(self.loop.create_connection(factory, addr[0], addr[1]), timeout=10)
             cand.failures = 0
             cand.next_try = self.loop.time() + 30  # if it drops, wait before redialling
@@ -281,11 +279,12 @@ class Torrent:
     def on_established(self, conn: PeerConnection) -> None:
         self.connections.add(conn)
         self.picker.add_peer(conn, ())
-        if conn.fast and self.left == 0:
+        have_some = self.picker.missing_count < self.num_pieces
+        if conn.fast and self.is_seed:
             conn.send(HaveAll())
-        elif conn.fast and self.left == self.meta.total_length and not any(self.have):
+        elif conn.fast and not have_some:
             conn.send(HaveNone())
-        elif any(self.have):
+        elif have_some:  # without BEP 6, having nothing means sending nothing
             conn.send(Bitfield(wire.bitfield_from_indices(
                 [i for i, h in enumerate(self.have) if h], self.num_pieces)))
         self.rechoke_soon()
@@ -355,15 +354,11 @@ class Torrent:
         for conn in list(self.connections):
             self._fill(conn)
 
-    def on_block(self, source, index: int, begin: int, data: bytes, requested: bool) -> None:
+    def on_block(self, source, index: int, begin: int, data: bytes) -> None:
         """A block arrived from a peer (or a web seed): copy it into its piece."""
         n = len(data)
-        now = self.loop.time()
-        self.downloaded += n
-        self.down_meter.add(n, now)
-        if self.have[index] or index in self.hashing:
-            self.wasted += n
-        else:
+        self.down_meter.add(n, self.loop.time())
+        if not (self.have[index] or index in self.hashing):  # else a late endgame duplicate
             buf = self.assembling.get(index)
             if buf is None:
                 buf = self.assembling[index] = bytearray(self.piece_size(index))
@@ -390,7 +385,6 @@ class Torrent:
         finally:
             self.hashing.discard(index)
         self._convict_liars(index, data)
-        self.picker.piece_verified(index)
         self._mark_have(index)
         msg = wire.encode(Have(index))
         for conn in list(self.connections):
@@ -458,7 +452,6 @@ class Torrent:
 
     def _mark_have(self, index: int) -> None:
         if not self.have[index]:
-            self.have[index] = 1
             self.left -= self.piece_size(index)
             self.picker.mark_have(index)
 
@@ -501,7 +494,6 @@ class Torrent:
                 self.storage.prefetch(index)
 
     def count_upload(self, n: int) -> None:
-        self.uploaded += n
         self.up_meter.add(n, self.loop.time())
 
     def on_serve_error(self, exc: Exception) -> None:

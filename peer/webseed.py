@@ -15,6 +15,7 @@ from urllib.parse import quote
 import aiohttp
 
 from common.metainfo import Metainfo
+from common.wire import BLOCK_SIZE
 
 if TYPE_CHECKING:  # pragma: no cover
     from peer.torrent import Torrent
@@ -48,7 +49,6 @@ class WebSeed:
         self.failures: dict[int, int] = {}
         self.bad_pieces: set[int] = set()
         self.errors = 0
-        self.downloaded = 0
         self._changed = asyncio.Event()
 
     def __repr__(self) -> str:
@@ -104,17 +104,12 @@ class WebSeed:
         meta = torrent.meta
         for index, begin, length in _runs(blocks):
             start = index * meta.piece_length + begin
-            data = bytearray()
+            data = bytearray()   # the run, read straight into one buffer
             for url, offset, size in self._spans(meta, start, length):
-                data += await self._get_range(torrent, session, url, offset, size)
-            pos = 0
+                await self._get_range(torrent, session, url, offset, size, data)
             view = memoryview(data)
-            for b_index, b_begin, b_length in blocks:
-                if b_index == index and begin <= b_begin < begin + length:
-                    rel = b_begin - begin
-                    torrent.on_block(self, index, b_begin, view[rel:rel + b_length], True)
-                    pos += b_length
-            self.downloaded += pos
+            for rel in range(0, length, BLOCK_SIZE):
+                torrent.on_block(self, index, begin + rel, view[rel:rel + BLOCK_SIZE])
 
     def _spans(self, meta: Metainfo, start: int, length: int):
         end = start + length
@@ -123,23 +118,25 @@ class WebSeed:
             if lo < hi:
                 yield url, lo - f.offset, hi - lo
 
-    async def _get_range(self, torrent: "Torrent", session, url: str, offset: int, size: int) -> bytes:
+    async def _get_range(self, torrent: "Torrent", session, url: str, offset: int, size: int,
+                         out: bytearray) -> None:
+        """Append bytes offset..offset+size of `url` to `out`, within the download cap."""
         headers = {"Range": f"bytes={offset}-{offset + size - 1}"}
         async with session.get(url, headers=headers) as resp:
             if resp.status == 200 and offset == 0 and resp.content_length == size:
                 pass  # a server without Range support, asked for a whole file: still right
             elif resp.status != 206:
                 raise WebSeedError(f"HTTP {resp.status} for {url}")
-            out = bytearray()
-            while len(out) < size:
-                chunk = await resp.content.read(min(CHUNK, size - len(out)))
+            got = 0
+            while got < size:
+                chunk = await resp.content.read(min(CHUNK, size - got))
                 if not chunk:
-                    raise WebSeedError(f"{url}: short read ({len(out)} of {size} bytes)")
+                    raise WebSeedError(f"{url}: short read ({got} of {size} bytes)")
                 out += chunk
+                got += len(chunk)
                 delay = torrent.limits.download.reserve(len(chunk), asyncio.get_running_loop().time())
                 if delay > 0:
                     await asyncio.sleep(delay)
-            return bytes(out)
 
 
 def _runs(blocks):

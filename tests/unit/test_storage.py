@@ -84,7 +84,7 @@ async def test_write_then_read_back_byte_identical(tmp_path):
     await st.write_piece(0, bytearray(piece(0)))
     st._cache.clear()
     assert await st.read_piece(0) == piece(0)
-    assert await st.read_block(1, 16384, 17237 - 16384) == DATA[PL + 16384:]
+    assert (await st.read_piece(1))[16384:] == DATA[PL + 16384:]
     await st.close()
     on_disk = b"".join((tmp_path / "multi" / Path(*path)).read_bytes() for path, _ in LAYOUT)
     assert on_disk == DATA
@@ -100,9 +100,9 @@ async def test_blocks_of_one_piece_cost_one_disk_read(tmp_path):
     reads = []
     real = st._read_sync
     st._read_sync = lambda index, spans=None: reads.append(index) or real(index, spans)
-    blocks = await asyncio.gather(*(st.read_block(2, b, 16384) for b in range(0, 262144, 16384)))
-    assert b"".join(blocks) == data[2 * 262144:3 * 262144]
-    assert await st.read_block(2, 0, 100) == data[2 * 262144:2 * 262144 + 100]
+    pieces = await asyncio.gather(*(st.read_piece(2) for _ in range(16)))  # 16 blocks served at once
+    assert all(p == data[2 * 262144:3 * 262144] for p in pieces)
+    assert await st.read_piece(2) == data[2 * 262144:3 * 262144]
     assert reads == [2]
     await st.close()
 
@@ -148,12 +148,17 @@ async def test_verify_missing_and_short_files(tmp_path):
     await st.close()
 
 
-async def test_verify_piece(tmp_path):
+async def test_store_if_valid_writes_only_matching_pieces(tmp_path):
     st = Storage(META, tmp_path)
-    assert await st.verify_piece(0, piece(0))
-    assert not await st.verify_piece(0, piece(0)[:-1] + bytes([piece(0)[-1] ^ 1]))
-    assert not await st.verify_piece(1, piece(0))
-    assert await st.verify_piece(1, bytearray(piece(1)))
+    await st.open()
+    assert not await st.store_if_valid(0, piece(0)[:-1] + bytes([piece(0)[-1] ^ 1]))
+    assert not await st.store_if_valid(1, piece(0))
+    assert not await st.store_if_valid(0, piece(0)[:-1])
+    assert await st.verify() == set(), "nothing wrong reached the disk"
+    assert await st.store_if_valid(0, piece(0))
+    assert await st.store_if_valid(1, bytearray(piece(1)))
+    assert await st.verify() == {0, 1}
+    await st.close()
 
 
 async def test_symlink_out_of_root_is_refused(tmp_path):
@@ -186,8 +191,6 @@ async def test_misuse_is_reported(tmp_path):
     await st.open()
     with pytest.raises(ValueError):
         await st.write_piece(0, b"short")
-    with pytest.raises(ValueError):
-        await st.read_block(1, 17000, 16384)
     await st.close()
     await st.close()   # twice is fine
 
