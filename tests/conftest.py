@@ -7,11 +7,14 @@ its pieces into fixtures.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 from pathlib import Path
 
 import pytest
+
+from peer.client import Client, ClientConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -93,3 +96,37 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         terminalreporter.section("interop timings")
         for label, seconds in timings:
             terminalreporter.write_line(f"{seconds:7.2f}s  {label}")
+
+
+class Clock:
+    """A clock the test moves by hand (tracker expiry, connection ids)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock():
+    return Clock()
+
+
+@pytest.fixture
+async def clients():
+    """The one way tests make in-process peers: 127.0.0.1, port 0, LSD off; all closed after."""
+    made: list[Client] = []
+
+    async def make(**kw):
+        kw.setdefault("port", 0)
+        kw.setdefault("host", "127.0.0.1")
+        kw.setdefault("lsd", False)
+        client = Client(ClientConfig(**kw))
+        await client.start()
+        made.append(client)
+        return client
+
+    yield make
+    await asyncio.gather(*(c.close() for c in made), return_exceptions=True)
+

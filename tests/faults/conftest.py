@@ -3,14 +3,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import random
 from pathlib import Path
 
 import pytest
 
 from common.metainfo import create_metainfo, parse_metainfo
-from peer.client import Client, ClientConfig
 from peer.connection import Timeouts
 
 #: fast enough to see a stall in a second, slow enough not to drop an honest peer on a busy CI box
@@ -30,22 +28,12 @@ def torrent_for(path: Path, trackers: list[str] = (), piece_length: int | None =
 
 
 @pytest.fixture
-async def clients():
-    """Factory for in-process peers (127.0.0.1, port 0, LSD off); all closed after the test."""
-    made: list[Client] = []
-
-    async def make(**kw) -> Client:
-        kw.setdefault("port", 0)
-        kw.setdefault("host", "127.0.0.1")
-        kw.setdefault("lsd", False)
+def clients(clients):
+    """The shared peer factory (tests/conftest.py), with short timeouts unless told otherwise."""
+    async def make(**kw):
         kw.setdefault("timeouts", FAST_TIMEOUTS)
-        client = Client(ClientConfig(**kw))
-        await client.start()
-        made.append(client)
-        return client
-
-    yield make
-    await asyncio.gather(*(c.close() for c in made), return_exceptions=True)
+        return await clients(**kw)
+    return make
 
 
 @pytest.fixture

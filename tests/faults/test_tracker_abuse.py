@@ -24,19 +24,6 @@ from tests.integration.conftest import start_process, stop_process, wait_for_lin
 from tracker.server import TrackerConfig, start_tracker
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def clock():
-    return Clock()
-
-
 @pytest.fixture
 async def tracker(clock):
     running = await start_tracker(TrackerConfig(host="127.0.0.1", port=0, interval=4,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import os
 import random
@@ -16,7 +15,6 @@ from pathlib import Path
 import pytest
 
 from common.metainfo import create_metainfo, parse_metainfo
-from peer.client import Client, ClientConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -85,24 +83,6 @@ def tracker_process(tmp_path, processes):
     processes.append(proc)
     port = int(wait_for_line(log, r"http://127\.0\.0\.1:(\d+)/announce", proc, 20).group(1))
     return f"127.0.0.1:{port}"
-
-
-@pytest.fixture
-async def clients():
-    """Factory for in-process peers; every one is closed after the test."""
-    made: list[Client] = []
-
-    async def make(**kw) -> Client:
-        kw.setdefault("port", 0)
-        kw.setdefault("host", "127.0.0.1")
-        kw.setdefault("lsd", False)
-        client = Client(ClientConfig(**kw))
-        await client.start()
-        made.append(client)
-        return client
-
-    yield make
-    await asyncio.gather(*(c.close() for c in made), return_exceptions=True)
 
 
 def torrent_for(path: Path, trackers: list[str], piece_length: int | None = None, **kw):

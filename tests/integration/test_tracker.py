@@ -25,21 +25,6 @@ IH = bytes(range(20))
 IH2 = b"\xfe" * 20
 
 
-class Clock:
-    """The tracker's time, moved by the test (for connection id expiry)."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def clock():
-    return Clock()
-
-
 @pytest.fixture
 async def tracker(tmp_path, clock):
     torrents = tmp_path / "torrents"
