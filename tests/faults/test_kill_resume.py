@@ -27,9 +27,12 @@ from tests.faults.hostile_peer import HostilePeer, PeerClosed
 from tests.integration.conftest import ROOT
 from tracker.server import TrackerConfig, start_tracker
 
-SIZE = 8 * 1024 * 1024
+SIZE = 16 * 1024 * 1024
 PIECE = 64 * 1024
 KILLS = 10
+# Each trial lives at most ~2 s (start-up + up to 1.2 s); at this cap ten trials fetch well
+# under SIZE, so the download can never finish before the last kill.
+TRIAL_LIMIT = "512KiB"
 
 
 class Leecher:
@@ -41,11 +44,11 @@ class Leecher:
         self._reader = asyncio.ensure_future(self._read())
 
     @classmethod
-    async def start(cls, torrent, out) -> "Leecher":
+    async def start(cls, torrent, out, limit: str | None = TRIAL_LIMIT) -> "Leecher":
         env = dict(os.environ, SWARM_NO_LSD="1", PYTHONUNBUFFERED="1")
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "peer", "get", str(torrent), "-o", str(out), "--no-seed",
-            "--port", "0", "--host", "127.0.0.1", "--no-lsd", "--download-limit", "1MiB",
+            "--port", "0", "--host", "127.0.0.1", "--no-lsd", *(["--download-limit", limit] if limit else []),
             cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
             start_new_session=True)
         return cls(proc)
@@ -174,7 +177,7 @@ async def test_sigkill_at_random_points_then_resume(tmp_path, clients, show):
                  f" (+{len(found - counted)} this run), corrupted piece {corrupted} before restart")
         assert len(expected) < meta.num_pieces
 
-        final = await Leecher.start(torrent_file, out)
+        final = await Leecher.start(torrent_file, out, limit=None)
         try:
             assert await final.wait_line(r"^complete: ", timeout=60), final.output()
             assert await asyncio.wait_for(final.proc.wait(), 20) == 0
