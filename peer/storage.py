@@ -81,7 +81,6 @@ class Storage:
         self._starts = [f.offset for f in meta.files]
         self._fds: list[int | None] = []
         self._found: list[int] = []   # per file: bytes past this are surely not data (size at open, grown by writes)
-        self._written: set[int] = set()
         self._opened = False
         if cache_pieces is None:
             cache_pieces = max(2, min(16, CACHE_BYTES // max(1, meta.piece_length)))
@@ -175,23 +174,19 @@ class Storage:
             return
         self._opened = False
         fds, self._fds = self._fds, []
-        written, self._written = self._written, set()
         self._cache.clear()
 
         def close_all() -> None:
-            for i, fd in enumerate(fds):
-                if fd is None:
-                    continue
-                try:
-                    if i in written:
-                        os.fsync(fd)
-                finally:
+            # No fsync, as other clients: a piece lost in a crash is found missing by the
+            # hash check on restart, and flushing 1 GiB would hold the exit for half a second.
+            for fd in fds:
+                if fd is not None:
                     os.close(fd)
 
         try:
             await asyncio.to_thread(close_all)
         except OSError as exc:
-            raise StorageError(f"flushing files of {self.meta.name} failed: {exc.strerror}") from None
+            raise StorageError(f"closing files of {self.meta.name} failed: {exc.strerror}") from None
 
     # -- checking --------------------------------------------------------------------
     async def verify(self, on_progress: Callable[[int, int], None] | None = None) -> set[int]:
@@ -281,7 +276,6 @@ class Storage:
                     part, offset = part[n:], offset + n
             except OSError as exc:
                 raise _error(exc, "writing", path) from None
-            self._written.add(span.file)
             self._found[span.file] = max(self._found[span.file], span.file_offset + span.length)
 
     async def read_piece(self, index: int) -> bytes:
