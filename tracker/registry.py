@@ -9,6 +9,11 @@ source address (an `ip` parameter would let anyone list a victim's address).
 
 Memory is bounded: at most `max_torrents` swarms and `max_peers_per_torrent`
 peers in each. Swarms whose last peer leaves or expires are forgotten.
+
+Speed: an announce touches a handful of objects, not one per listed peer. Each
+swarm keeps its peers in columns (addresses, peer ids, last-seen times, and the
+compact addresses back to back in one bytearray), in random order, so that a
+random sample of 50 peers is one or two slices of that bytearray.
 """
 
 from __future__ import annotations
@@ -28,81 +33,94 @@ class RegistryError(Exception):
     """The tracker refuses this announce; the message is sent back as the `failure reason`."""
 
 
-@dataclass(slots=True)
-class _Peer:
-    key: tuple[str, int]   # (ip, port)
-    addr: PeerAddr         # ip, port, peer id: ready to hand out
-    compact: bytes         # 6 (IPv4) or 18 (IPv6) bytes, packed once instead of per announce
-    uploaded: int
-    downloaded: int
-    left: int
-    last_seen: float
-    counted_complete: bool = False   # already added to the swarm's `downloaded` count
-
-
 class _PeerList:
-    """Peers in a list kept in uniformly random order, plus a key -> position index.
+    """The peers of one role (seeders or leechers) and one address family, in columns.
 
-    A new peer goes to a random position (the one there moves to the end: an inside-out
-    Fisher-Yates step) and a removed one is replaced by the last, which keeps the order a
-    uniformly random permutation. So any run of consecutive entries is a random sample,
-    and picking peers costs one random number and a slice instead of n random draws.
-    `compact` mirrors `items` with each peer's packed address, so that the answer to a
-    compact announce is a slice and a join, with no per-peer Python code.
+    The order is a uniformly random permutation: a new peer goes to a random position (the
+    one there moves to the end, an inside-out Fisher-Yates step) and a removed one is
+    replaced by the last. So any run of consecutive entries is a random sample. `packed`
+    holds each peer's compact address (`stride` bytes: 6 for IPv4, 18 for IPv6) in the same
+    order, so the answer to a compact announce is a slice of it.
     """
 
-    __slots__ = ("items", "compact", "where")
+    __slots__ = ("stride", "keys", "peer_ids", "last_seen", "packed", "where")
 
-    def __init__(self) -> None:
-        self.items: list[_Peer] = []
-        self.compact: list[bytes] = []        # compact[i] == items[i].compact
+    def __init__(self, stride: int) -> None:
+        self.stride = stride
+        self.keys: list[tuple[str, int]] = []   # (ip, port)
+        self.peer_ids: list[bytes] = []
+        self.last_seen: list[float] = []
+        self.packed = bytearray()
         self.where: dict[tuple[str, int], int] = {}
 
     def __len__(self) -> int:
-        return len(self.items)
+        return len(self.keys)
 
-    def get(self, key: tuple[str, int]) -> _Peer | None:
-        i = self.where.get(key)
-        return None if i is None else self.items[i]
-
-    def add(self, peer: _Peer, rng: random.Random) -> None:
-        items, compact = self.items, self.compact
-        i = rng.randrange(len(items) + 1)
-        if i < len(items):                    # the peer at i moves to the end
-            displaced = items[i]
-            self.where[displaced.key] = len(items)
-            items.append(displaced)
-            compact.append(compact[i])
-            items[i] = peer
-            compact[i] = peer.compact
+    def add(self, key: tuple[str, int], peer_id: bytes, compact: bytes, now: float,
+            rng: random.Random) -> None:
+        keys, ids, seen, packed, stride = self.keys, self.peer_ids, self.last_seen, self.packed, self.stride
+        n = len(keys)
+        i = int(rng.random() * (n + 1))     # randrange is 10x slower, and this is hot
+        if i < n:                             # the peer at i moves to the end
+            self.where[keys[i]] = n
+            keys.append(keys[i])
+            ids.append(ids[i])
+            seen.append(seen[i])
+            packed += packed[i * stride:(i + 1) * stride]
+            keys[i], ids[i], seen[i] = key, peer_id, now
+            packed[i * stride:(i + 1) * stride] = compact
         else:
-            items.append(peer)
-            compact.append(peer.compact)
-        self.where[peer.key] = i
+            keys.append(key)
+            ids.append(peer_id)
+            seen.append(now)
+            packed += compact
+        self.where[key] = i
 
-    def remove(self, key: tuple[str, int]) -> _Peer | None:
+    def remove(self, key: tuple[str, int]) -> bool:
         i = self.where.pop(key, None)
         if i is None:
-            return None
-        peer = self.items[i]
-        last = self.items.pop()
-        last_compact = self.compact.pop()
-        if last is not peer:          # move the last peer into the hole
-            self.items[i] = last
-            self.compact[i] = last_compact
-            self.where[last.key] = i
-        return peer
+            return False
+        keys, ids, seen, packed, stride = self.keys, self.peer_ids, self.last_seen, self.packed, self.stride
+        last = len(keys) - 1
+        if i != last:                         # move the last peer into the hole
+            keys[i], ids[i], seen[i] = keys[last], ids[last], seen[last]
+            packed[i * stride:(i + 1) * stride] = packed[last * stride:]
+            self.where[keys[i]] = i
+        keys.pop()
+        ids.pop()
+        seen.pop()
+        del packed[last * stride:]
+        return True
+
+    def addrs(self, start: int, stop: int) -> list[PeerAddr]:
+        return [PeerAddr(ip, port, peer_id)
+                for (ip, port), peer_id in zip(self.keys[start:stop], self.peer_ids[start:stop])]
 
 
 @dataclass(slots=True)
 class _Swarm:
-    # Seeders and leechers are kept apart so that seeders can be given leechers cheaply.
-    seeders: _PeerList = field(default_factory=_PeerList)
-    leechers: _PeerList = field(default_factory=_PeerList)
+    # Seeders and leechers apart (a seeder is given leechers first), and IPv4 apart from
+    # IPv6 (each family has its own compact form).
+    seeders4: _PeerList = field(default_factory=lambda: _PeerList(6))
+    leechers4: _PeerList = field(default_factory=lambda: _PeerList(6))
+    seeders6: _PeerList = field(default_factory=lambda: _PeerList(18))
+    leechers6: _PeerList = field(default_factory=lambda: _PeerList(18))
+    completed: set = field(default_factory=set)   # peers already counted in `downloaded`
     downloaded: int = 0    # completed downloads seen (the scrape `downloaded` field)
 
     def __len__(self) -> int:
-        return len(self.seeders) + len(self.leechers)
+        return self.seeders + self.leechers
+
+    @property
+    def seeders(self) -> int:
+        return len(self.seeders4.keys) + len(self.seeders6.keys)
+
+    @property
+    def leechers(self) -> int:
+        return len(self.leechers4.keys) + len(self.leechers6.keys)
+
+    def lists(self, v6: bool) -> tuple[_PeerList, _PeerList]:
+        return (self.seeders6, self.leechers6) if v6 else (self.seeders4, self.leechers4)
 
 
 @dataclass(slots=True)
@@ -119,6 +137,10 @@ def plain_ip(ip: str) -> str:
     if ip.startswith("::ffff:") and "." in ip:
         return ip[7:]
     return ip
+
+
+# (list, start, stop) runs of a sample
+_Runs = list[tuple[_PeerList, int, int]]
 
 
 class SwarmRegistry:
@@ -140,129 +162,174 @@ class SwarmRegistry:
     # -- announce ---------------------------------------------------------------------------
     def announce(self, req: AnnounceRequest, ip: str, now: float) -> AnnounceResponse:
         """Record the peer's state and answer with a random sample of the other peers."""
-        resp, chosen = self._announce(req, ip, now, packed=False)
-        resp.peers = [p.addr for p in chosen]
+        resp, runs4, runs6 = self._announce(req.info_hash, req.peer_id, ip, req.port, req.left,
+                                            req.event, req.numwant, now, True)
+        resp.peers = [a for lst, start, stop in (*runs4, *runs6) for a in lst.addrs(start, stop)]
         return resp
 
     def announce_compact(self, req: AnnounceRequest, ip: str, now: float) -> CompactAnswer:
-        """`announce`, with the peers as ready-made compact bytes."""
-        resp, chosen = self._announce(req, ip, now, packed=True)
-        packed = b"".join(chosen)
-        if len(packed) == 6 * len(chosen):      # all IPv4, the usual case
-            return CompactAnswer(resp, packed, b"")
-        return CompactAnswer(resp, b"".join([c for c in chosen if len(c) == 6]),
-                             b"".join([c for c in chosen if len(c) == 18]))
+        """`announce`, with the peers as ready-made compact bytes of both families."""
+        resp, runs4, runs6 = self._announce(req.info_hash, req.peer_id, ip, req.port, req.left,
+                                            req.event, req.numwant, now, True)
+        return CompactAnswer(resp, _packed(runs4), _packed(runs6))
 
-    def _announce(self, req: AnnounceRequest, ip: str, now: float,
-                  packed: bool) -> tuple[AnnounceResponse, list]:
+    def announce_same_family(self, info_hash: bytes, peer_id: bytes, ip: str, port: int,
+                             left: int, event: str, numwant: int | None,
+                             now: float) -> tuple[int, int, bytes]:
+        """The UDP answer (BEP 15): (seeders, leechers, packed peers of the asker's family).
+
+        No request or response record: this is the tracker's hottest path."""
+        resp, runs4, runs6 = self._announce(info_hash, peer_id, ip, port, left, event, numwant,
+                                            now, False)
+        return resp.complete, resp.incomplete, _packed(runs6 or runs4)
+
+    def _announce(self, info_hash: bytes, peer_id: bytes, ip: str, port: int, left: int,
+                  event: str, numwant: int | None, now: float,
+                  both_families: bool) -> tuple[AnnounceResponse, _Runs, _Runs]:
         ip = plain_ip(ip)
-        key = (ip, req.port)
-        swarm = self._swarms.get(req.info_hash)
+        key = (ip, port)
+        v6 = ":" in ip
+        swarm = self._swarms.get(info_hash)
         warning = None
 
-        if req.event == "stopped":
+        if event == "stopped":
             if swarm is None:
-                return AnnounceResponse(interval=self.interval, min_interval=self.min_interval), []
-            self._remove(swarm, key)
+                return AnnounceResponse(self.interval, [], 0, 0, self.min_interval), [], []
+            self._remove(swarm, key, v6)
             if not swarm:
-                del self._swarms[req.info_hash]
-            return self._response(swarm, None), []
+                del self._swarms[info_hash]
+            return self._response(swarm, None), [], []
 
-        peer = None
+        seeding = left == 0
+        listed = None       # the list the asker is in, if any
         if swarm is not None:
-            peer = swarm.seeders.get(key) or swarm.leechers.get(key)
-            if peer is not None and peer.addr.peer_id != req.peer_id:
-                self._remove(swarm, key)  # a new client at the same address replaces the old one
-                peer = None
-        if peer is None:
-            compact = compact_peer(ip, req.port)   # checks the address before anything changes
+            seeders, leechers = swarm.lists(v6)
+            i = seeders.where.get(key)
+            listed = seeders if i is not None else None
+            if i is None:
+                i = leechers.where.get(key)
+                listed = leechers if i is not None else None
+            if listed is not None:
+                if listed.peer_ids[i] != peer_id:
+                    # a new client at the same address replaces the old one
+                    self._remove(swarm, key, v6)
+                    listed = None
+                elif (listed is seeders) != seeding:      # seeder <-> leecher
+                    listed.remove(key)
+                    listed = seeders if seeding else leechers
+                    listed.add(key, peer_id, compact_peer(ip, port), now, self._rng)
+                else:
+                    listed.last_seen[i] = now
+        if listed is None:
+            compact = compact_peer(ip, port)   # checks the address before anything changes
             if swarm is None:
                 if len(self._swarms) >= self.max_torrents:
                     raise RegistryError(
                         f"tracker is full: it already tracks {self.max_torrents} torrents")
-                swarm = self._swarms[req.info_hash] = _Swarm()
+                swarm = self._swarms[info_hash] = _Swarm()
             if len(swarm) < self.max_peers_per_torrent:
-                peer = _Peer(key, PeerAddr(ip, req.port, req.peer_id), compact, req.uploaded,
-                             req.downloaded, req.left, now)
-                (swarm.seeders if req.left == 0 else swarm.leechers).add(peer, self._rng)
+                seeders, leechers = swarm.lists(v6)
+                listed = seeders if seeding else leechers
+                listed.add(key, peer_id, compact, now, self._rng)
             else:
                 warning = "swarm is full: you get peers but are not listed"
-        else:
-            was_seeder = peer.left == 0
-            peer.uploaded, peer.downloaded, peer.left = req.uploaded, req.downloaded, req.left
-            peer.last_seen = now
-            if was_seeder != (req.left == 0):
-                (swarm.seeders if was_seeder else swarm.leechers).remove(key)
-                (swarm.leechers if was_seeder else swarm.seeders).add(peer, self._rng)
-        if peer is not None and req.event == "completed" and not peer.counted_complete:
-            peer.counted_complete = True
+        if listed is not None and event == "completed" and key not in swarm.completed:
+            swarm.completed.add(key)
             swarm.downloaded += 1
 
-        numwant = self.default_numwant if req.numwant is None else req.numwant
-        chosen = self._pick(swarm, key, min(numwant, self.max_numwant), req.left == 0, packed)
-        return self._response(swarm, warning), chosen
+        n = min(self.default_numwant if numwant is None else numwant, self.max_numwant)
+        runs4: _Runs = []
+        runs6: _Runs = []
+        if n > 0:
+            if both_families:
+                other = swarm.lists(not v6)
+                mine = swarm.lists(v6)
+                size_mine = len(mine[0].keys) + len(mine[1].keys) - (listed is not None)
+                size_other = len(other[0].keys) + len(other[1].keys)
+                if size_mine + size_other > n:    # share n between the families by their sizes
+                    n_other = round(n * size_other / (size_mine + size_other))
+                else:
+                    n_other = n
+                got_other = self._pick(other, None, n_other, seeding)
+                got_mine = self._pick(mine, key, n - min(n_other, size_other), seeding)
+                runs4, runs6 = (got_other, got_mine) if v6 else (got_mine, got_other)
+            else:
+                got = self._pick(swarm.lists(v6), key, n, seeding)
+                if v6:
+                    runs6 = got
+                else:
+                    runs4 = got
+        return self._response(swarm, warning), runs4, runs6
 
     def _response(self, swarm: _Swarm, warning: str | None) -> AnnounceResponse:
-        return AnnounceResponse(self.interval, [], len(swarm.seeders), len(swarm.leechers),
-                                self.min_interval, warning)
+        return AnnounceResponse(
+            self.interval, [], len(swarm.seeders4.keys) + len(swarm.seeders6.keys),
+            len(swarm.leechers4.keys) + len(swarm.leechers6.keys), self.min_interval, warning)
 
-    def _pick(self, swarm: _Swarm, me: tuple[str, int], n: int, seeding: bool,
-              packed: bool) -> list:
-        """Up to n random peers other than the asker; a seeder gets leechers first.
-
-        The peers come as `_Peer`s, or as their compact bytes if `packed`: both columns of a
-        `_PeerList` are in the same order, so the sampling is the same.
-        """
+    def _pick(self, lists: tuple[_PeerList, _PeerList], me: tuple[str, int] | None, n: int,
+              seeding: bool) -> _Runs:
+        """Up to n random peers of one family other than the asker; a seeder gets leechers first."""
         if n <= 0:
             return []
-        seeders, leechers = swarm.seeders, swarm.leechers
-        if packed:
-            from_seeders, from_leechers = seeders.compact, leechers.compact
-        else:
-            from_seeders, from_leechers = seeders.items, leechers.items
+        seeders, leechers = lists
         if seeding:
-            picked = self._sample(from_leechers, (), None, n)
-            if len(picked) < n:
-                picked += self._sample(from_seeders, (), seeders.where.get(me), n - len(picked))
-            return picked
+            runs = self._sample(leechers, None, None, n)
+            got = 0
+            for _, start, stop in runs:
+                got += stop - start
+            if got < n:
+                runs += self._sample(seeders, None, seeders.where.get(me), n - got)
+            return runs
         mine = leechers.where.get(me)     # None: the asker is not listed (a full swarm)
-        return self._sample(from_seeders, from_leechers,
-                            None if mine is None else len(from_seeders) + mine, n)
+        return self._sample(seeders, leechers, None if mine is None else len(seeders) + mine, n)
 
-    def _sample(self, first: list, second: list | tuple, mine: int | None, n: int) -> list:
+    def _sample(self, first: _PeerList, second: _PeerList | None, mine: int | None, n: int) -> _Runs:
         """n random entries of first + second, leaving out position `mine` (the asker's).
 
         Both lists are in random order, so consecutive positions from a random start,
-        wrapping around, are a random sample: a few slices, whatever n is. One extra is
-        taken when the asker is listed, and the asker (or else the extra) dropped.
+        wrapping around, are a random sample: a few runs, whatever n is. The run is one
+        longer when the asker is in it, and the asker is cut out of it.
         """
-        total = len(first) + len(second)
-        wanted = n if mine is None else n + 1
-        if total <= wanted:          # small swarm: everyone but me
-            everyone = [*first, *second]
-            if mine is not None:
-                del everyone[mine]
-            return everyone
-        start = pos = self._rng.randrange(total)
-        chosen: list = []
-        missing = wanted
-        while missing > 0:
-            if pos < len(first):
-                piece = first[pos:pos + missing]
-            else:
-                piece = second[pos - len(first):pos - len(first) + missing]
-            chosen += piece
-            missing -= len(piece)
-            pos = (pos + len(piece)) % total
+        size1 = len(first.keys)
+        total = size1 + (len(second.keys) if second is not None else 0)
+        available = total - (mine is not None)
+        if available <= 0:
+            return []
+        if n >= available:                 # small swarm: everyone but me
+            start, length = 0, total
+        else:
+            start = int(self._rng.random() * total)
+            length = n
+            if mine is not None and (mine - start) % total < n:
+                length += 1
+            elif start + n <= size1:       # the usual case: one run inside `first`
+                return [(first, start, start + n)]
+            elif start >= size1 and start + n <= total:
+                return [(second, start - size1, start - size1 + n)]  # type: ignore[list-item]
+        spans = [(start, min(total, start + length))]      # in first + second coordinates
+        if start + length > total:
+            spans.append((0, start + length - total))
         if mine is not None:
-            offset = (mine - start) % total
-            del chosen[offset if offset < wanted else -1]
-        return chosen
+            cut = []
+            for lo, hi in spans:
+                if lo <= mine < hi:
+                    cut += [(lo, mine), (mine + 1, hi)]
+                else:
+                    cut.append((lo, hi))
+            spans = cut
+        runs: _Runs = []
+        for lo, hi in spans:
+            if lo < size1:
+                runs.append((first, lo, min(hi, size1)))
+            if hi > size1:
+                runs.append((second, max(lo, size1) - size1, hi - size1))  # type: ignore[arg-type]
+        return [r for r in runs if r[2] > r[1]]
 
     @staticmethod
-    def _remove(swarm: _Swarm, key: tuple[str, int]) -> None:
-        if swarm.seeders.remove(key) is None:
-            swarm.leechers.remove(key)
+    def _remove(swarm: _Swarm, key: tuple[str, int], v6: bool) -> None:
+        seeders, leechers = swarm.lists(v6)
+        if seeders.remove(key) or leechers.remove(key):
+            swarm.completed.discard(key)
 
     # -- housekeeping -----------------------------------------------------------------------
     def expire(self, now: float) -> int:
@@ -271,10 +338,11 @@ class SwarmRegistry:
         dropped = 0
         for info_hash in list(self._swarms):
             swarm = self._swarms[info_hash]
-            for peers in (swarm.seeders, swarm.leechers):
-                stale = [p.key for p in peers.items if p.last_seen < cutoff]
+            for peers in (swarm.seeders4, swarm.leechers4, swarm.seeders6, swarm.leechers6):
+                stale = [key for key, seen in zip(peers.keys, peers.last_seen) if seen < cutoff]
                 for key in stale:
                     peers.remove(key)
+                    swarm.completed.discard(key)
                 dropped += len(stale)
             if not swarm:
                 del self._swarms[info_hash]
@@ -288,8 +356,8 @@ class SwarmRegistry:
         out = {}
         for info_hash in info_hashes:
             swarm = self._swarms.get(info_hash)
-            out[info_hash] = (ScrapeStats(complete=len(swarm.seeders), downloaded=swarm.downloaded,
-                                          incomplete=len(swarm.leechers))
+            out[info_hash] = (ScrapeStats(complete=swarm.seeders, downloaded=swarm.downloaded,
+                                          incomplete=swarm.leechers)
                               if swarm is not None else ScrapeStats(0, 0, 0))
         return out
 
@@ -306,4 +374,12 @@ class SwarmRegistry:
         swarm = self._swarms.get(info_hash)
         if swarm is None:
             return []
-        return [p.addr for p in (*swarm.seeders.items, *swarm.leechers.items)]
+        return [a for peers in (swarm.seeders4, swarm.leechers4, swarm.seeders6, swarm.leechers6)
+                for a in peers.addrs(0, len(peers))]
+
+
+def _packed(runs: _Runs) -> bytes:
+    if len(runs) == 1:
+        lst, start, stop = runs[0]
+        return bytes(lst.packed[start * lst.stride:stop * lst.stride])
+    return b"".join([lst.packed[start * lst.stride:stop * lst.stride] for lst, start, stop in runs])

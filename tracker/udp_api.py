@@ -24,17 +24,17 @@ from collections.abc import Callable
 
 from common.tracker_proto import (
     ACTION_ANNOUNCE, ACTION_SCRAPE, MAX_UDP_SCRAPE, UDP_ANNOUNCE_RESPONSE_HEAD, UDP_EVENT_NAMES,
-    UDP_REQUEST_HEAD, AnnounceRequest, TrackerProtocolError, UdpConnectRequest,
+    UDP_ANNOUNCE_REQUEST, UDP_REQUEST_HEAD, TrackerProtocolError, UdpConnectRequest,
     UdpConnectResponse, UdpError, UdpScrapeResponse, decode_udp_request, encode_udp,
-    unpack_udp_announce,
 )
-from tracker.registry import RegistryError, SwarmRegistry, plain_ip
+from tracker.registry import RegistryError, SwarmRegistry
 
 __all__ = ["UdpTracker", "start_udp_server"]
 
 log = logging.getLogger("swarm.tracker")
 
 EXPIRED = "connection id expired"
+CHECKED_IDS_MAX = 100_000    # about 10 MB at most
 
 
 class UdpTracker:
@@ -47,6 +47,9 @@ class UdpTracker:
         self.slot_seconds = slot_seconds
         # keyed once; each id copies it, which skips the key setup on every packet
         self._mac = hashlib.blake2b(key=self.secret, digest_size=8)
+        # ids already checked in the current slot, so a client's next announces skip the hash
+        self._slot = 0
+        self._checked: dict[tuple, bytes] = {}
 
     def _id_bytes(self, addr: tuple, slot: int) -> bytes:
         mac = self._mac.copy()
@@ -58,8 +61,17 @@ class UdpTracker:
 
     def _valid(self, connection_id: bytes, addr: tuple, now: float) -> bool:
         slot = int(now // self.slot_seconds)
-        return (connection_id == self._id_bytes(addr, slot)
-                or connection_id == self._id_bytes(addr, slot - 1))
+        if slot != self._slot:
+            self._slot = slot
+            self._checked.clear()
+        if self._checked.get(addr) == connection_id:
+            return True
+        if (connection_id == self._id_bytes(addr, slot)
+                or connection_id == self._id_bytes(addr, slot - 1)):
+            if len(self._checked) < CHECKED_IDS_MAX:
+                self._checked[addr] = connection_id
+            return True
+        return False
 
     def handle(self, data: bytes, addr: tuple, now: float) -> bytes | None:
         """The reply to send back to `addr`, or None to stay silent."""
@@ -83,8 +95,11 @@ class UdpTracker:
             return reply if verified else _at_most(reply, len(data))
 
     def _announce(self, data: bytes, addr: tuple, now: float) -> bytes:
-        (_, transaction_id, info_hash, peer_id, downloaded, left, uploaded, event_number, _ip,
-         key, num_want, port) = unpack_udp_announce(data)
+        if len(data) < UDP_ANNOUNCE_REQUEST.size:
+            raise TrackerProtocolError(
+                f"UDP announce of {len(data)} bytes is shorter than {UDP_ANNOUNCE_REQUEST.size}")
+        (_, _, transaction_id, info_hash, peer_id, downloaded, left, uploaded, event_number, _ip,
+         _key, num_want, port) = UDP_ANNOUNCE_REQUEST.unpack_from(data)
         event = UDP_EVENT_NAMES.get(event_number)
         if event is None:
             raise TrackerProtocolError(f"unknown event {event_number}")
@@ -92,17 +107,11 @@ class UdpTracker:
             raise TrackerProtocolError("port must be 1..65535, got 0")
         if downloaded < 0 or left < 0 or uploaded < 0:
             raise TrackerProtocolError("downloaded, left and uploaded must not be negative")
-        req = AnnounceRequest(
-            info_hash=info_hash, peer_id=peer_id, port=port, uploaded=uploaded,
-            downloaded=downloaded, left=left, event=event,
-            numwant=num_want if num_want >= 0 else None, key=key)
-        ip = plain_ip(addr[0])
-        answer = self.registry.announce_compact(req, ip, now)
-        resp = answer.response
-        # the peers come last, packed already; BEP 15: an IPv6 request gets 18-byte IPv6 peers
+        seeders, leechers, peers = self.registry.announce_same_family(
+            info_hash, peer_id, addr[0], port, left, event, num_want if num_want >= 0 else None, now)
+        # BEP 15: an IPv6 request gets 18-byte IPv6 peers, an IPv4 one 6-byte IPv4 peers
         return UDP_ANNOUNCE_RESPONSE_HEAD.pack(
-            ACTION_ANNOUNCE, transaction_id, resp.interval, resp.incomplete, resp.complete,
-        ) + (answer.peers6 if ":" in ip else answer.peers4)
+            ACTION_ANNOUNCE, transaction_id, self.registry.interval, leechers, seeders) + peers
 
 
 def _at_most(reply: bytes, limit: int) -> bytes | None:

@@ -194,6 +194,8 @@ async def test_expired_and_wrong_connection_ids_after_a_real_one(tracker, clock)
         for wrong in (cid ^ 1, cid + 1 << 1, 0, tp.PROTOCOL_ID):
             assert tp.decode_udp_response(await udp_ask(sock, ann(wrong & (2**64 - 1), 2))) == \
                 tp.UdpError(2, "connection id expired")
+        clock.now += 60       # the next 60 s slot: the id (checked and remembered once) still holds
+        assert isinstance(tp.decode_udp_response(await udp_ask(sock, ann(cid, 4))), tp.UdpAnnounceResponse)
         clock.now += 10_000
         assert tp.decode_udp_response(await udp_ask(sock, ann(cid, 3))) == tp.UdpError(3, "connection id expired")
     finally:

@@ -251,3 +251,29 @@ def test_compact_answers_follow_joins_moves_and_leaves():
     got = {answer.peers4[i:i + 6] for i in range(0, len(answer.peers4), 6)}
     assert len(answer.peers4) == 6 * len(listed) and answer.peers6 == b""
     assert got == {bytes(map(int, ip(n).split("."))) + (10000 + n).to_bytes(2, "big") for n in listed}
+
+
+def ip6(n: int) -> str:
+    return f"2001:db8::{n:x}"
+
+
+def test_mixed_families_each_packed_in_its_own_form():
+    reg = SwarmRegistry(interval=100, rng=random.Random(5))
+    for n in range(1, 31):
+        reg.announce(req(n), ip(n), now=0)
+        reg.announce(req(100 + n), ip6(n), now=0)
+    # HTTP (BEP 7): both families, numwant shared between them by their sizes
+    answer = reg.announce_compact(req(1, numwant=20), ip(1), now=1)
+    assert (len(answer.peers4) // 6, len(answer.peers6) // 18) == (10, 10)
+    assert bytes(map(int, ip(1).split("."))) + (10001).to_bytes(2, "big") not in {
+        answer.peers4[i:i + 6] for i in range(0, len(answer.peers4), 6)}
+    # UDP (BEP 15): only the asker's family, as many as asked for
+    seeders, leechers, packed = reg.announce_same_family(IH, pid(101), ip6(1), 10101, 100, "", 20, now=1)
+    assert (seeders, leechers, len(packed)) == (0, 60, 20 * 18)
+    assert b"\x20\x01\x0d\xb8" + b"\x00" * 11 + b"\x01" + (10101).to_bytes(2, "big") not in {
+        packed[i:i + 18] for i in range(0, len(packed), 18)}
+    seeders, leechers, packed = reg.announce_same_family(IH, pid(999), ip(999), 10999, 100, "", 50, now=1)
+    assert len(packed) == 30 * 6 and leechers == 61
+    # the dictionary form lists both families
+    got = {p.ip for p in reg.announce(req(2, numwant=50), ip(2), now=2).peers}
+    assert any(":" in a for a in got) and any("." in a for a in got)
