@@ -89,6 +89,15 @@ class RateMeter:
             buckets.append([slot, n])
         self._expire(slot)
 
+    def early_rate(self, now: float) -> float:
+        """Bytes per second since the first add, during the first two resolutions (0 after).
+
+        In its first second `rate` divides by a whole second (so one early add makes no
+        spike) and reads low; a caller that must react quickly takes the larger of the two."""
+        if self._start is None or not 0.05 <= now - self._start <= 2 * self._resolution:
+            return 0.0
+        return self.total / (now - self._start)
+
     def rate(self, now: float) -> float:
         """Average bytes per second over the window ending at `now`."""
         if self._start is None:

@@ -150,6 +150,15 @@ def test_meter_with_no_data_and_first_sample():
     assert meter.rate(now=100.0) == pytest.approx(300)   # divided by the 1 s floor, not by 0
 
 
+def test_early_rate_reads_true_in_the_first_second_then_steps_aside():
+    meter = RateMeter()
+    assert meter.early_rate(now=0.0) == 0.0
+    _steady(meter, 10, 10.0, 10.25, ticks=100)       # 1000 B/s for a quarter second
+    assert meter.rate(now=10.25) == pytest.approx(250)          # the 1 s floor: reads low
+    assert meter.early_rate(now=10.25) == pytest.approx(1000)
+    assert meter.early_rate(now=12.5) == 0.0          # past two resolutions: `rate` is right
+
+
 def test_meter_fine_resolution():
     meter = RateMeter(window=2, resolution=0.25)
     _steady(meter, 5, 0.0, 10.0, ticks=20)           # 100 B/s
