@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from common.metainfo import create_metainfo  # noqa: E402
-from common.rates import parse_rate  # noqa: E402
+from common.rates import parse_rate, parse_size  # noqa: E402
 from peer.compare import Capacities, RunResult, p2p_bound, run_once  # noqa: E402
 
 MiB = 1024 * 1024
@@ -99,7 +99,7 @@ def main() -> None:
 
     rate = parse_rate(args.rate)
     caps = Capacities(peer_up=rate, server_up=rate, d_min=None)
-    size = parse_rate(args.size)
+    size = parse_size(args.size)
     work = Path(tempfile.mkdtemp(prefix="swarm-bench-"))
     rows = []
     try:

@@ -44,7 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT)]
 
 from common.metainfo import create_metainfo, load_metainfo  # noqa: E402
-from common.rates import format_bytes, parse_rate  # noqa: E402
+from common.rates import format_bytes, parse_size  # noqa: E402
 from common.tracker_proto import build_scrape_url, decode_scrape_response, scrape_url_for  # noqa: E402
 
 HOST = "127.0.0.1"
@@ -528,7 +528,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="swarm-many-"))
     results, ok = [], True
     try:
-        size = parse_rate(args.size)
+        size = parse_size(args.size)
         variants = [v.strip() for v in args.variants.split(",") if v.strip()]
         source = None
         if {"processes", "inprocess"} & set(variants):

@@ -30,23 +30,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from common.rates import parse_size  # noqa: E402
 from interop_clients import (  # noqa: E402
     ProcessError, ProcessSet, have_tool, sha1_file, start_leecher, start_seeder, start_tracker, swarm_create,
 )
 
 DEFAULT_PAIRS = ("swarm:swarm", "aria2c:aria2c", "libtorrent:libtorrent", "swarm:aria2c", "aria2c:swarm")
-UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 1000**2, "mb": 1000**2,
-         "mib": 1024**2, "g": 1000**3, "gb": 1000**3, "gib": 1024**3}
-
-
-def parse_size(text: str) -> int:
-    """'1GiB', '256MiB', '1.5GB', '1048576' -> bytes."""
-    number = text.rstrip("aAbBgGiIkKmM")
-    unit = text[len(number):].lower()
-    if unit not in UNITS or not number:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r} (try 1GiB, 256MiB)")
-    return int(float(number) * UNITS[unit])
+def size_arg(text: str) -> int:
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 @dataclass
@@ -81,6 +77,7 @@ def run_pair(procs: ProcessSet, tracker, torrent: Path, data: Path, digest: str,
         with ProcessSet() as pair:
             seed, _ = start_seeder(pair, seeder, torrent, data, name=f"{seeder}-seed")
             tracker.wait_for_swarm(torrent, complete=1, timeout=60)
+            os.sync()   # no writeback of earlier rounds' files running during this transfer
             seed_cpu_before = seed.cpu_seconds()
             client = start_leecher(pair, leecher, torrent, outdir, name=f"{leecher}-get")
             client.wait_complete(timeout)
@@ -131,8 +128,8 @@ def report(results: list[Result], size: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size", type=parse_size, default=parse_size("1GiB"))
-    parser.add_argument("--piece-length", type=parse_size, default=parse_size("256KiB"))
+    parser.add_argument("--size", type=size_arg, default=parse_size("1GiB"))
+    parser.add_argument("--piece-length", type=size_arg, default=parse_size("256KiB"))
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--pairs", default=",".join(DEFAULT_PAIRS),
                         help="comma-separated SEED:LEECHER, clients swarm, aria2c, libtorrent")

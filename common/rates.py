@@ -9,7 +9,7 @@ import math
 import re
 from collections import deque
 
-__all__ = ["TokenBucket", "RateMeter", "parse_rate", "format_bytes", "format_rate"]
+__all__ = ["TokenBucket", "RateMeter", "parse_rate", "parse_size", "format_bytes", "format_rate"]
 
 
 class TokenBucket:
@@ -124,18 +124,28 @@ _UNITS = {
     "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3, "gb": 1000**3,
     "ki": 1024, "kib": 1024, "mi": 1024**2, "mib": 1024**2, "gi": 1024**3, "gib": 1024**3,
 }
-_RATE_RE = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-z]*)\s*(?:/\s*s)?\s*", re.IGNORECASE)
+_SIZE_RE = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-z]*)\s*", re.IGNORECASE)
+_UNITS_HELP = "B, k/kB, M/MB, G/GB (powers of 1000) or KiB, MiB, GiB (powers of 1024)"
+
+
+def parse_size(text: str) -> int:
+    """Bytes from "1000", "100k", "1.5MB", "256KiB", "1GiB" (k/M/G = 1000^n, Ki/Mi/Gi = 1024^n)."""
+    match = _SIZE_RE.fullmatch(text)
+    unit = match and _UNITS.get(match.group(2).lower())
+    if not match or unit is None:
+        raise ValueError(f"invalid size {text!r}: expected a number with an optional unit "
+                         f"{_UNITS_HELP}, e.g. '256KiB'")
+    return round(float(match.group(1)) * unit)
 
 
 def parse_rate(text: str) -> int:
     """Bytes per second from "1000", "100k", "1.5MB", "500KiB", "2MiB/s" (k/M/G = 1000^n)."""
-    match = _RATE_RE.fullmatch(text)
-    unit = match and _UNITS.get(match.group(2).lower())
-    if not match or unit is None:
-        raise ValueError(
-            f"invalid rate {text!r}: expected a number with an optional unit "
-            "B, k/kB, M/MB, G/GB (powers of 1000) or KiB, MiB, GiB (powers of 1024), e.g. '2MiB'")
-    return round(float(match.group(1)) * unit)
+    size = re.sub(r"\s*/\s*s\s*$", "", text, flags=re.IGNORECASE)
+    try:
+        return parse_size(size)
+    except ValueError:
+        raise ValueError(f"invalid rate {text!r}: expected a number with an optional unit "
+                         f"{_UNITS_HELP}, e.g. '2MiB'") from None
 
 
 _BINARY = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")

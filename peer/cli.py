@@ -19,7 +19,7 @@ from typing import NoReturn
 import click
 
 from common.metainfo import Metainfo, MetainfoError, create_metainfo, load_metainfo, parse_metainfo
-from common.rates import format_bytes, parse_rate
+from common.rates import format_bytes, parse_rate, parse_size
 from peer.client import Client, ClientConfig, ClientError, use_io_threads
 from peer.progress import ProgressReporter
 from peer.storage import StorageError
@@ -39,19 +39,24 @@ def fail(message: str) -> NoReturn:
     sys.exit(2)
 
 
-class RateType(click.ParamType):
-    name = "RATE"
+class _BytesType(click.ParamType):
+    """A byte count or rate with units ("256KiB", "2MiB/s"): one clear line when it is wrong."""
+
+    def __init__(self, name: str, parse) -> None:
+        self.name = name
+        self.parse = parse
 
     def convert(self, value, param, ctx):
         if value is None or isinstance(value, (int, float)):
             return value
         try:
-            return parse_rate(value)
+            return self.parse(value)
         except ValueError as exc:
             self.fail(str(exc), param, ctx)
 
 
-RATE = RateType()
+RATE = _BytesType("RATE", parse_rate)
+SIZE = _BytesType("SIZE", parse_size)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -65,7 +70,8 @@ def main(verbose: int) -> None:
 @main.command()
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--tracker", "-t", "trackers", multiple=True, help="Announce URL (repeat for more tiers).")
-@click.option("--piece-length", type=int, default=None, help="Bytes per piece (power of two); default by size.")
+@click.option("--piece-length", type=SIZE, default=None,
+              help="Bytes per piece, a power of two (e.g. 256KiB); default by size.")
 @click.option("--web-seed", "web_seeds", multiple=True, help="HTTP URL of the same data (BEP 19 url-list).")
 @click.option("--comment", default=None)
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=None,

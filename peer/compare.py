@@ -38,7 +38,7 @@ from pathlib import Path
 import click
 
 from common.metainfo import create_metainfo
-from common.rates import format_bytes, format_rate, parse_rate
+from common.rates import format_bytes, format_rate, parse_rate, parse_size
 from peer.processes import LocalProcess, sha1_file, stop_all, wait_for_line
 
 MODES = ("central", "p2p", "hybrid")
@@ -306,7 +306,7 @@ def run_compare(file: Path | None = None, peers: int = 8, upload_limit=4 * 1024 
         file_size = Path(file).stat().st_size
     else:
         try:
-            file_size = size if isinstance(size, int) else parse_rate(str(size))
+            file_size = size if isinstance(size, int) else parse_size(str(size))
         except ValueError as exc:
             raise CompareError(f"--size: {exc}") from None
         if file_size < 1:

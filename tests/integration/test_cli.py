@@ -8,6 +8,7 @@ import sys
 
 
 from common import wire
+from common.metainfo import load_metainfo
 from tests.integration.conftest import (
     ROOT, make_file, sha1_of, start_process, tree_digest, wait_for_line,
 )
@@ -127,7 +128,6 @@ def test_garbage_to_peer_port_drops_only_that_connection(tmp_path, tracker_proce
     processes.append(seed)
     port = int(wait_for_line(seed_log, r"listening on port (\d+)", seed, 30).group(1))
     wait_for_line(seed_log, "seeding", seed, 30)
-    from common.metainfo import load_metainfo
     meta = load_metainfo(torrent)
     # garbage instead of a handshake: closed at once, nothing sent back
     assert asyncio.run(_raw_connect(port, b"GET / HTTP/1.1\r\n\r\n" * 10)) == b""
@@ -143,3 +143,14 @@ def test_garbage_to_peer_port_drops_only_that_connection(tmp_path, tracker_proce
     assert result.returncode == 0, result.stderr
     assert sha1_of(tmp_path / "dl" / "f.bin") == sha1_of(src)
     assert seed.poll() is None
+
+
+def test_create_takes_a_piece_length_with_units_and_refuses_a_bad_one(tmp_path):
+    src = make_file(tmp_path / "a.bin", 200_000, seed=3)
+    made = swarm_peer("create", src, "--piece-length", "32KiB", "-o", tmp_path / "a.torrent")
+    assert made.returncode == 0, made.stderr
+    assert load_metainfo(tmp_path / "a.torrent").piece_length == 32768
+    for bad, says in (("32q", "invalid size '32q'"), ("48KiB", "power of two")):
+        refused = swarm_peer("create", src, "--piece-length", bad, "-o", tmp_path / "b.torrent")
+        assert refused.returncode != 0 and says in refused.stderr
+        assert "Traceback" not in refused.stderr and not (tmp_path / "b.torrent").exists()

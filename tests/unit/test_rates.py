@@ -6,7 +6,7 @@ import heapq
 
 import pytest
 
-from common.rates import RateMeter, TokenBucket, format_bytes, format_rate, parse_rate
+from common.rates import RateMeter, TokenBucket, format_bytes, format_rate, parse_rate, parse_size
 
 MiB = 1024 * 1024
 
@@ -185,6 +185,14 @@ def test_parse_rate(text, expected):
 def test_parse_rate_rejects(text):
     with pytest.raises(ValueError, match=f"invalid rate {text!r}.*e.g. '2MiB'"):
         parse_rate(text)
+
+
+def test_parse_size_takes_units_but_not_a_per_second():
+    assert [parse_size(t) for t in ("256KiB", "1GiB", "32768", "1.5 MB")] == [
+        256 * 1024, 1 << 30, 32768, 1_500_000]
+    for bad in ("2MiB/s", "", "-4k", "12q"):
+        with pytest.raises(ValueError, match=f"invalid size {bad!r}.*e.g. '256KiB'"):
+            parse_size(bad)
 
 
 @pytest.mark.parametrize("n,expected", [
