@@ -35,6 +35,9 @@ __all__ = [
 CREATED_BY = "swarm/0.1"
 HASH_LEN = 20
 MIN_PIECE_LENGTH = 16 * 1024
+# Every piece costs each peer one `have` from every other peer (about 20 us of Python each):
+# 16 KiB pieces of a 32 MiB file in a 33-peer swarm spent 40 % of all CPU on them.
+MIN_DEFAULT_PIECE_LENGTH = 64 * 1024
 MAX_DEFAULT_PIECE_LENGTH = 16 * 1024 * 1024
 TARGET_MAX_PIECES = 2000
 # Largest .torrent file we read: a 2 MB `pieces` string already means 100k pieces.
@@ -354,12 +357,13 @@ def _decode_utf8(raw: bytes, where: str) -> str:
 
 
 def default_piece_length(total_length: int) -> int:
-    """Smallest power of two (16 KiB .. 16 MiB) giving at most ~2000 pieces.
+    """Smallest power of two (64 KiB .. 16 MiB) giving at most ~2000 pieces.
 
-    Fewer, bigger pieces keep the .torrent small; more, smaller pieces let
-    peers start trading sooner. 1000-2000 pieces is the usual compromise.
+    Fewer, bigger pieces keep the .torrent small and the per-piece messages few; more,
+    smaller pieces let peers start trading sooner. 1000-2000 pieces is the usual
+    compromise for big files; files under 64 MiB get fewer, 64 KiB pieces.
     """
-    length = MIN_PIECE_LENGTH
+    length = MIN_DEFAULT_PIECE_LENGTH
     while length < MAX_DEFAULT_PIECE_LENGTH and -(-total_length // length) > TARGET_MAX_PIECES:
         length *= 2
     return length

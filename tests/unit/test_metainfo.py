@@ -339,10 +339,11 @@ def test_load_metainfo_prefixes_parse_errors(tmp_path):
 @pytest.mark.parametrize(
     "total, expected",
     [
-        (0, 16 * KIB),
-        (1, 16 * KIB),
-        (2000 * 16 * KIB, 16 * KIB),
-        (2000 * 16 * KIB + 1, 32 * KIB),
+        (0, 64 * KIB),
+        (1, 64 * KIB),
+        (32 * MIB, 64 * KIB),
+        (2000 * 64 * KIB, 64 * KIB),
+        (2000 * 64 * KIB + 1, 128 * KIB),
         (700 * MIB, 512 * KIB),
         (1024 * MIB, 1 * MIB),
         (40 * 1024 * MIB, 16 * MIB),
@@ -354,7 +355,7 @@ def test_default_piece_length(total, expected):
 
 
 def test_default_piece_length_gives_1000_to_2000_pieces():
-    for total in (33 * MIB, 100 * MIB, 4_700_000_000, 20 * 1024 * MIB, 31 * 1024 * MIB):
+    for total in (130 * MIB, 200 * MIB, 4_700_000_000, 20 * 1024 * MIB, 31 * 1024 * MIB):
         length = default_piece_length(total)
         assert length & (length - 1) == 0
         assert 1000 <= -(-total // length) <= 2000, total
@@ -423,8 +424,8 @@ def test_create_folder_round_trip(tmp_path):
 def test_create_uses_default_piece_length(tmp_path):
     (tmp_path / "f").write_bytes(b"z" * 100_000)
     meta = parse_metainfo(create_metainfo(tmp_path / "f", []))
-    assert meta.piece_length == 16 * KIB
-    assert meta.piece_hashes == expected_hashes(b"z" * 100_000, 16 * KIB)
+    assert meta.piece_length == 64 * KIB
+    assert meta.piece_hashes == expected_hashes(b"z" * 100_000, 64 * KIB)
 
 
 def test_create_odd_piece_length(tmp_path):
