@@ -79,6 +79,7 @@ class PeerConnection(asyncio.Protocol):
         self.am_choking = True
         self.am_interested = False
         self.peer_choking = True
+        self.choked_at = 0.0                            # when the peer last choked us
         self.peer_interested = False
         self.got_first_message = False
 
@@ -266,6 +267,7 @@ class PeerConnection(asyncio.Protocol):
                 pass
         elif kind is Choke:
             self.peer_choking = True
+            self.choked_at = self.loop.time()
             if not self.fast:  # without BEP 6 a choke silently drops our requests
                 dropped = list(self.inflight)
                 self.inflight.clear()
@@ -387,7 +389,13 @@ class PeerConnection(asyncio.Protocol):
                 piece = torrent.cached_piece(index)
                 if piece is None:
                     piece = await torrent.read_piece(index)
-                if self.closed or self.am_choking:
+                if self.closed:
+                    return
+                if self.am_choking:
+                    # choked while this block waited for tokens or the disk: set_choking
+                    # rejected only the requests still queued, so this one needs its own
+                    if self.fast:
+                        self.send(RejectRequest(index, begin, length))
                     continue
                 self.transport.writelines(
                     (wire.piece_header(index, begin, length), memoryview(piece)[begin:begin + length]))
@@ -415,7 +423,11 @@ class PeerConnection(asyncio.Protocol):
             # (while our download limit has paused reading, the silence is ours, not theirs)
             self.close(f"silent for {t.idle:.0f} s")
             return
-        if self.inflight and now - self.last_block_at > t.snub and not self.peer_choking:
+        if self.inflight and (
+                (now - self.last_block_at > t.snub and not self.peer_choking)
+                # BEP 6: a choke is followed by a reject for every request it drops; a peer
+                # that forgets one would hold that block for as long as it keeps us choked
+                or (self.peer_choking and now - self.choked_at > t.tick)):
             dropped = list(self.inflight)  # the peer sits on our requests: give them to others
             self.inflight.clear()
             assert self.torrent is not None
