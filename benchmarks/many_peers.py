@@ -223,17 +223,21 @@ def mb(n: float) -> str:
     return f"{n / 1e6:.1f} MB"
 
 
+def start_swarm(children: "Children", args, work: Path, source: Path, deadline: "Deadline"):
+    """A tracker, a torrent of `source` and a seed process: what both variants start from."""
+    tracker = start_tracker(children, work, deadline, args.interval)
+    torrent = work / "file.torrent"
+    torrent.write_bytes(create_metainfo(source, [tracker]))
+    return torrent, load_metainfo(torrent), start_seed(children, torrent, source, work, deadline)
+
+
 # -- variant: one process per peer ------------------------------------------------------------
 
 def run_processes(args, work: Path, source: Path, deadline: Deadline) -> dict:
     """1 seed process + N `get` processes behind a gate; returns the figures."""
     children = Children()
     try:
-        tracker = start_tracker(children, work, deadline, args.interval)
-        torrent = work / "file.torrent"
-        torrent.write_bytes(create_metainfo(source, [tracker]))
-        meta = load_metainfo(torrent)
-        seed = start_seed(children, torrent, source, work, deadline)
+        torrent, meta, seed = start_swarm(children, args, work, source, deadline)
         gate = work / "gate"
         peers, logs = [], []
         launched = time.monotonic()
@@ -382,11 +386,7 @@ def run_inprocess(args, work: Path, source: Path, deadline: Deadline) -> dict:
     """1 seed process + one worker process hosting N Clients."""
     children = Children()
     try:
-        tracker = start_tracker(children, work, deadline, args.interval)
-        torrent = work / "file.torrent"
-        torrent.write_bytes(create_metainfo(source, [tracker]))
-        meta = load_metainfo(torrent)
-        seed = start_seed(children, torrent, source, work, deadline)
+        torrent, meta, seed = start_swarm(children, args, work, source, deadline)
         log = work / "worker.log"
         budget = max(10.0, deadline.left() - 60)
         worker = children.start([Path(__file__), "--worker", torrent, "--worker-out", work,
