@@ -85,9 +85,9 @@ class RateMeter:
         buckets = self._buckets
         if buckets and buckets[-1][0] >= slot:         # same bucket (or a clock hiccup)
             buckets[-1][1] += n
-        else:
+        else:                                          # a new bucket: the oldest may go
             buckets.append([slot, n])
-        self._expire(slot)
+            self._expire(slot)
 
     def early_rate(self, now: float) -> float:
         """Bytes per second since the first add, during the first two resolutions (0 after).
