@@ -304,6 +304,7 @@ def demo(peers: int, path: Path | None, workdir: Path | None) -> None:
               show_default=True, help="Folder for the table, JSON/CSV and charts.")
 @click.option("--model-only", is_flag=True, help="Only compute the fluid-model bounds (any size, any N).")
 @click.option("--timeout", type=float, default=600, show_default=True, help="Seconds per run before giving up.")
+@click.option("--keep-logs", is_flag=True, help="Copy every process's output to OUT/logs/MODE-N/.")
 def compare(**opts) -> None:
     """P2P against client-server: same file, same bandwidth, measured side by side."""
     from peer.compare import CompareError, run_compare

@@ -295,7 +295,7 @@ def run_compare(file: Path | None = None, peers: int = 8, upload_limit=4 * 1024 
                 server_upload_limit=None, download_limit=None, modes: str = "central,p2p",
                 sweep: str | None = None, size: str | int = "32MiB",
                 out_dir: Path | str = "compare-results", model_only: bool = False,
-                timeout: float = 600.0, echo=click.echo) -> bool:
+                timeout: float = 600.0, keep_logs: bool = False, echo=click.echo) -> bool:
     """Run (or, with model_only, only compute) the comparison; True when every run succeeded."""
     mode_list = _parse_modes(modes)
     counts = _parse_counts(sweep, peers)
@@ -335,6 +335,11 @@ def run_compare(file: Path | None = None, peers: int = 8, upload_limit=4 * 1024 
                 echo(f"compare: {mode}, N = {n} ...")
                 run_dir = work / f"{mode}-{n}"
                 result = run_once(mode, n, source, caps, run_dir, timeout, echo)
+                if keep_logs:     # every process's output, for looking into a slow run
+                    logs = out / "logs" / f"{mode}-{n}"
+                    logs.mkdir(parents=True, exist_ok=True)
+                    for log_file in run_dir.glob("*.log"):
+                        shutil.copy(log_file, logs / log_file.name)
                 shutil.rmtree(run_dir, ignore_errors=True)
                 results.append(result)
                 echo(f"compare: {mode}, N = {n}: {_summary(result)}")

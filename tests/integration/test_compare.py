@@ -24,8 +24,15 @@ def test_compare_three_peers_all_modes_writes_table_chart_and_numbers(tmp_path):
     out = tmp_path / "results"
     size, cap = MiB, 2 * MiB
     got = compare_cli("--peers", "3", "--size", "1MiB", "--upload-limit", "2MiB", "--modes",
-                      "central,p2p,hybrid", "--out", str(out), "--timeout", "60")
+                      "central,p2p,hybrid", "--out", str(out), "--timeout", "60", "--keep-logs")
     assert got.returncode == 0, got.stdout + got.stderr
+    # --keep-logs: every process's output, per run
+    for mode in ("central", "p2p", "hybrid"):
+        logs = out / "logs" / f"{mode}-3"
+        assert {p.name for p in logs.glob("peer*.log")} == {"peer1.log", "peer2.log", "peer3.log"}
+        assert "complete: " in (logs / "peer1.log").read_text()
+        assert (logs / "tracker.log").exists()
+    assert (out / "logs" / "p2p-3" / "seed.log").exists()
 
     report = json.loads((out / "results.json").read_text())
     runs = {r["mode"]: r for r in report["runs"]}
