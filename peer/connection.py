@@ -290,7 +290,7 @@ class PeerConnection(asyncio.Protocol):
             if msg.ext_id == 0:  # type: ignore[attr-defined]
                 self._on_extension_handshake(msg.payload)  # type: ignore[attr-defined]
             # other extended messages (ut_pex, ut_metadata, ...) are not ours: ignored
-        elif kind is KeepAlive or kind is Port or kind is SuggestPiece or kind is AllowedFast:
+        elif kind in _HINTS or kind is KeepAlive:
             pass  # DHT port, suggestions and allowed-fast sets are hints we do not use
         else:
             raise ProtocolError(f"unexpected {kind.__name__}")
@@ -361,6 +361,10 @@ class PeerConnection(asyncio.Protocol):
             raise ProtocolError("piece before handshake")
         self.got_first_message = True
         n = len(msg.block)
+        meta = self.torrent.meta  # type: ignore[union-attr]
+        if (not 0 <= msg.index < meta.num_pieces or msg.begin % wire.BLOCK_SIZE
+                or msg.begin + n > meta.piece_size(msg.index)):
+            raise ProtocolError(f"block {msg.begin}+{n} of piece {msg.index} is not in the torrent")
         self.inflight.discard((msg.index, msg.begin, n))
         now = self.loop.time()
         self.download.add(n, now)

@@ -17,7 +17,7 @@ API (peers are opaque hashable keys, e.g. connection objects; blocks are
     picker.requests_dropped(p, blocks)   # choked / rejected / snubbed: those blocks are free again
     picker.peer_lost(p)                  # free every block in flight to p (keeps what it has)
     picker.piece_complete(i) -> bool     # every block of i has arrived: hash it now
-    picker.piece_verified(i)             # the hash matched (same as mark_have)
+    picker.mark_have(i)                  # the hash matched
     picker.piece_failed(i) -> set[peer]  # the hash failed: who sent blocks; i is fetched again,
                                          # this time from a single peer so the next failure
                                          # names the liar
@@ -129,9 +129,6 @@ class PiecePicker:
             if bits[index]:
                 self._useful[peer] -= 1
 
-    def piece_verified(self, index: int) -> None:
-        self.mark_have(index)
-
     # -- availability --------------------------------------------------------------------
     def add_peer(self, peer: Peer, indices: Iterable[int] = ()) -> None:
         if peer not in self._peers:
@@ -168,10 +165,6 @@ class PiecePicker:
 
     def peer_is_seed(self, peer: Peer) -> bool:
         return self._peer_count.get(peer, 0) == self.num_pieces
-
-    def peer_holds(self, peer: Peer, index: int) -> bool:
-        bits = self._peers.get(peer)
-        return bool(bits and bits[index])
 
     def interesting(self, peer: Peer) -> bool:
         return self._useful.get(peer, 0) > 0

@@ -242,8 +242,11 @@ class Storage:
         return ok
 
     def cached(self, index: int) -> bytes | None:
-        """The piece if it is in the read cache (no I/O)."""
-        return self._cache.get(index)
+        """The piece if it is in the read cache (no I/O); a hit counts as a use."""
+        data = self._cache.get(index)
+        if data is not None:
+            self._cache.move_to_end(index)
+        return data
 
     def prefetch(self, index: int) -> None:
         """Start reading a piece into the cache, so a server's next pieces are ready in time."""

@@ -380,7 +380,7 @@ class Torrent:
     async def _finish_piece(self, index: int, data: bytearray, senders: dict) -> None:
         try:
             if not await self.storage.store_if_valid(index, data):
-                self._piece_failed(index, bytes(data), senders)
+                self._piece_failed(index, data, senders)  # the buffer is ours alone: no copy
                 return
         finally:
             self.hashing.discard(index)
@@ -397,7 +397,7 @@ class Torrent:
         if self.left == 0 and not self.complete.is_set():
             self._on_complete()
 
-    def _piece_failed(self, index: int, data: bytes, senders: dict) -> None:
+    def _piece_failed(self, index: int, data: bytes | bytearray, senders: dict) -> None:
         """A bad piece: fetch it again. One sender is proof; several are kept as suspects.
 
         With several senders we keep what each one sent. The picker then fetches the piece

@@ -79,7 +79,7 @@ class WebSeed:
 
     async def _worker(self, torrent: "Torrent", session: aiohttp.ClientSession) -> None:
         backoff = 1.0
-        blocks_per_piece = max(1, torrent.meta.piece_length // 16384)
+        blocks_per_piece = max(1, torrent.meta.piece_length // BLOCK_SIZE)
         while not torrent.complete.is_set() and torrent.error is None:
             blocks = torrent.picker.pick(self, blocks_per_piece)
             if not blocks:
@@ -101,22 +101,14 @@ class WebSeed:
 
     async def _fetch(self, torrent: "Torrent", session: aiohttp.ClientSession, blocks) -> None:
         """Fetch runs of contiguous blocks, each with as few Range requests as files allow."""
-        meta = torrent.meta
         for index, begin, length in _runs(blocks):
-            start = index * meta.piece_length + begin
             data = bytearray()   # the run, read straight into one buffer
-            for url, offset, size in self._spans(meta, start, length):
-                await self._get_range(torrent, session, url, offset, size, data)
+            for span in torrent.storage.file_spans(index, begin, length):
+                await self._get_range(torrent, session, self.urls[span.file], span.file_offset,
+                                      span.length, data)
             view = memoryview(data)
             for rel in range(0, length, BLOCK_SIZE):
                 torrent.on_block(self, index, begin + rel, view[rel:rel + BLOCK_SIZE])
-
-    def _spans(self, meta: Metainfo, start: int, length: int):
-        end = start + length
-        for url, f in zip(self.urls, meta.files):
-            lo, hi = max(start, f.offset), min(end, f.offset + f.length)
-            if lo < hi:
-                yield url, lo - f.offset, hi - lo
 
     async def _get_range(self, torrent: "Torrent", session, url: str, offset: int, size: int,
                          out: bytearray) -> None:

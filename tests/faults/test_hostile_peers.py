@@ -12,7 +12,7 @@ import time
 import pytest
 
 from common.wire import (
-    Bitfield, Handshake, Have, HaveAll, HaveNone, Request,
+    Bitfield, Handshake, Have, HaveAll, HaveNone, Piece, Request,
 )
 from tests.faults.conftest import make_file, torrent_for
 from tests.faults.hostile_peer import FAST, FakeSeed, HostilePeer, PeerClosed, honest, lie, stall
@@ -109,6 +109,16 @@ async def request_flood(peer, meta):
     peer.send(*[Request(1, 0, 16384)] * 5000)   # and we never read the answers
 
 
+async def piece_outside_the_torrent(peer, meta):
+    await peer.handshake(meta.info_hash)
+    peer.send(HaveNone(), Piece(meta.num_pieces, 0, bytes(16)))   # unasked, and no such piece
+
+
+async def piece_misaligned(peer, meta):
+    await peer.handshake(meta.info_hash)
+    peer.send(HaveNone(), Piece(0, 5, bytes(16)))               # not on a 16 KiB boundary
+
+
 async def handshake_wrong_info_hash(peer, meta):
     peer.send(Handshake(os.urandom(20), peer.peer_id, FAST))
 
@@ -127,7 +137,8 @@ async def silent_after_handshake(peer, meta):
 
 CASES = [oversized_length_prefix, unknown_message_id, bitfield_wrong_length, bitfield_spare_bits,
          have_out_of_range, request_beyond_short_last_piece, request_past_piece_end,
-         request_unknown_piece, requests_while_choked, request_flood, handshake_wrong_info_hash,
+         request_unknown_piece, requests_while_choked, request_flood, piece_outside_the_torrent,
+         piece_misaligned, handshake_wrong_info_hash,
          not_bittorrent_at_all, silent_from_the_start, silent_after_handshake]
 
 

@@ -124,7 +124,7 @@ def test_piece_complete_and_verified():
     assert not pp.piece_complete(0)
     pp.block_received("A", 0, BS)
     assert pp.piece_complete(0)
-    pp.piece_verified(0)
+    pp.mark_have(0)
     assert pp.have[0] == 1 and pp.missing_count == 1 and not pp.is_complete()
     assert len(blocks) == 2
 
@@ -251,7 +251,7 @@ def test_fast_with_4000_pieces_and_50_peers():
             for other in pp.block_received(p, block[0], block[1]):
                 inflight[other].remove(block)
             if pp.piece_complete(block[0]):
-                pp.piece_verified(block[0])
+                pp.mark_have(block[0])
         if 32 - len(inflight[p]) >= 8:
             inflight[p] += pp.pick(p, 32 - len(inflight[p]))
         if pp.is_complete():
