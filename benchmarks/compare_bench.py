@@ -32,7 +32,6 @@ from common.metainfo import create_metainfo  # noqa: E402
 from common.rates import parse_rate, parse_size  # noqa: E402
 from peer.compare import Capacities, RunResult, p2p_bound, run_once  # noqa: E402
 
-MiB = 1024 * 1024
 
 
 def swarm_run(mode: str, n: int, source: Path, caps: Capacities, work: Path, timeout: float) -> dict:

@@ -29,7 +29,7 @@ __all__ = [
     "encode_failure", "scrape_url_for", "build_scrape_url", "parse_scrape_query",
     "encode_scrape_response", "decode_scrape_response", "encode_compact_peers",
     "decode_compact_peers", "compact_peer", "PROTOCOL_ID", "ACTION_CONNECT", "ACTION_ANNOUNCE",
-    "ACTION_SCRAPE", "ACTION_ERROR", "UDP_EVENTS", "UDP_REQUEST_HEAD", "UDP_ANNOUNCE_REQUEST",
+    "ACTION_SCRAPE", "ACTION_ERROR", "UDP_EVENTS", "UDP_REQUEST_HEAD", "unpack_udp_announce",
     "UDP_ANNOUNCE_RESPONSE_HEAD", "UdpConnectRequest",
     "UdpConnectResponse", "UdpAnnounceRequest", "UdpAnnounceResponse", "UdpScrapeRequest",
     "UdpScrapeResponse", "UdpError", "encode_udp", "decode_udp_request",
@@ -127,10 +127,8 @@ def encode_compact_peers(peers: Iterable[PeerAddr]) -> tuple[bytes, bytes]:
     v4: list[bytes] = []
     v6: list[bytes] = []
     for peer in peers:
-        packed = _pack_ip(peer.ip)
-        if not 0 <= peer.port <= 0xFFFF:
-            raise TrackerProtocolError(f"port out of range: {peer.port}")
-        (v4 if len(packed) == 4 else v6).append(packed + peer.port.to_bytes(2, "big"))
+        packed = compact_peer(peer.ip, peer.port)
+        (v4 if len(packed) == 6 else v6).append(packed)
     return b"".join(v4), b"".join(v6)
 
 
@@ -441,7 +439,7 @@ MAX_UDP_SCRAPE = 74   # BEP 15: about 74 hashes fit in one packet
 
 # The packet layouts are public so that a tracker's hot path can unpack and pack them directly.
 UDP_REQUEST_HEAD = _CONNECT = struct.Struct(">QII")   # protocol/connection id, action, transaction
-UDP_ANNOUNCE_REQUEST = _ANNOUNCE_REQ = struct.Struct(">QII20s20sqqqIIIiH")  # 98 bytes
+_ANNOUNCE_REQ = struct.Struct(">QII20s20sqqqIIIiH")  # 98 bytes
 _HEADER = struct.Struct(">II")              # action, transaction id
 UDP_ANNOUNCE_RESPONSE_HEAD = _ANNOUNCE_RESP = struct.Struct(">IIIII")
 #                                           # action, transaction, interval, leechers, seeders
@@ -551,6 +549,15 @@ def _check_hash(value: bytes, name: str) -> None:
         raise TrackerProtocolError(f"{name} must be 20 bytes")
 
 
+def unpack_udp_announce(data: bytes) -> tuple:
+    """An announce request's fields in packet order (connection id, action, transaction id, ...),
+    as a plain tuple: the tracker's hot path, cheaper than a record."""
+    if len(data) < _ANNOUNCE_REQ.size:
+        raise TrackerProtocolError(
+            f"UDP announce of {len(data)} bytes is shorter than {_ANNOUNCE_REQ.size}")
+    return _ANNOUNCE_REQ.unpack_from(data)
+
+
 def decode_udp_request(data: bytes) -> UdpConnectRequest | UdpAnnounceRequest | UdpScrapeRequest:
     """What a UDP tracker receives. Extra bytes after an announce (BEP 41 options) are ignored."""
     if len(data) < 16:
@@ -561,10 +568,7 @@ def decode_udp_request(data: bytes) -> UdpConnectRequest | UdpAnnounceRequest | 
             raise TrackerProtocolError("connect request without the BEP 15 protocol id")
         return UdpConnectRequest(transaction_id)
     if action == ACTION_ANNOUNCE:
-        if len(data) < _ANNOUNCE_REQ.size:
-            raise TrackerProtocolError(
-                f"UDP announce of {len(data)} bytes is shorter than {_ANNOUNCE_REQ.size}")
-        (connection_id, _, transaction_id, *rest) = _ANNOUNCE_REQ.unpack_from(data)
+        (connection_id, _, transaction_id, *rest) = unpack_udp_announce(data)
         return UdpAnnounceRequest(connection_id, transaction_id, *rest)
     if action == ACTION_SCRAPE:
         body = data[16:]

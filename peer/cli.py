@@ -18,7 +18,9 @@ from typing import NoReturn
 
 import click
 
-from common.metainfo import Metainfo, MetainfoError, create_metainfo, load_metainfo, parse_metainfo
+from common.metainfo import (
+    MIN_PIECE_LENGTH, Metainfo, MetainfoError, create_metainfo, load_metainfo, parse_metainfo,
+)
 from common.rates import format_bytes, parse_rate, parse_size
 from peer.client import Client, ClientConfig, ClientError, use_io_threads
 from peer.progress import ProgressReporter
@@ -80,8 +82,8 @@ def create(path: Path, trackers, piece_length, web_seeds, comment, output) -> No
     """Make a .torrent for a file or a folder."""
     if not path.exists():
         fail(f"{path}: no such file or folder")
-    if piece_length is not None and (piece_length < 16384 or piece_length & (piece_length - 1)):
-        fail("--piece-length must be a power of two of at least 16384")
+    if piece_length is not None and (piece_length < MIN_PIECE_LENGTH or piece_length & (piece_length - 1)):
+        fail(f"--piece-length must be a power of two of at least {MIN_PIECE_LENGTH}")
     try:
         data = create_metainfo(path, list(trackers), piece_length=piece_length,
                                web_seeds=list(web_seeds), comment=comment)

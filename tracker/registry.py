@@ -26,7 +26,7 @@ from common.tracker_proto import (
     AnnounceRequest, AnnounceResponse, PeerAddr, ScrapeStats, compact_peer,
 )
 
-__all__ = ["CompactAnswer", "RegistryError", "SwarmRegistry", "plain_ip"]
+__all__ = ["CompactAnswer", "RegistryError", "SwarmRegistry"]
 
 
 class RegistryError(Exception):
@@ -132,7 +132,7 @@ class CompactAnswer:
     peers6: bytes                # 18 bytes per IPv6 peer
 
 
-def plain_ip(ip: str) -> str:
+def _plain_ip(ip: str) -> str:
     """'::ffff:1.2.3.4' (an IPv4 client on a dual-stack socket) -> '1.2.3.4'."""
     if ip.startswith("::ffff:") and "." in ip:
         return ip[7:]
@@ -178,7 +178,7 @@ class SwarmRegistry:
                              now: float) -> tuple[int, int, bytes]:
         """The UDP answer (BEP 15): (seeders, leechers, packed peers of the asker's family).
 
-        No request or response record: this is the tracker's hottest path."""
+        Plain arguments, no request record: this is the tracker's hottest path."""
         resp, runs4, runs6 = self._announce(info_hash, peer_id, ip, port, left, event, numwant,
                                             now, False)
         return resp.complete, resp.incomplete, _packed(runs6 or runs4)
@@ -186,7 +186,7 @@ class SwarmRegistry:
     def _announce(self, info_hash: bytes, peer_id: bytes, ip: str, port: int, left: int,
                   event: str, numwant: int | None, now: float,
                   both_families: bool) -> tuple[AnnounceResponse, _Runs, _Runs]:
-        ip = plain_ip(ip)
+        ip = _plain_ip(ip)
         key = (ip, port)
         v6 = ":" in ip
         swarm = self._swarms.get(info_hash)
@@ -238,33 +238,21 @@ class SwarmRegistry:
             swarm.downloaded += 1
 
         n = min(self.default_numwant if numwant is None else numwant, self.max_numwant)
-        runs4: _Runs = []
-        runs6: _Runs = []
-        if n > 0:
-            if both_families:
-                other = swarm.lists(not v6)
-                mine = swarm.lists(v6)
-                size_mine = len(mine[0].keys) + len(mine[1].keys) - (listed is not None)
-                size_other = len(other[0].keys) + len(other[1].keys)
-                if size_mine + size_other > n:    # share n between the families by their sizes
-                    n_other = round(n * size_other / (size_mine + size_other))
-                else:
-                    n_other = n
-                got_other = self._pick(other, None, n_other, seeding)
-                got_mine = self._pick(mine, key, n - min(n_other, size_other), seeding)
-                runs4, runs6 = (got_other, got_mine) if v6 else (got_mine, got_other)
-            else:
-                got = self._pick(swarm.lists(v6), key, n, seeding)
-                if v6:
-                    runs6 = got
-                else:
-                    runs4 = got
+        mine, other = swarm.lists(v6), swarm.lists(not v6)
+        n_other = 0                       # UDP: the asker's family only
+        if both_families:                 # HTTP: n shared between the families by their sizes
+            size_mine = len(mine[0]) + len(mine[1]) - (listed is not None)
+            size_other = len(other[0]) + len(other[1])
+            n_other = n if size_mine + size_other <= n else round(n * size_other / (size_mine + size_other))
+            n -= min(n_other, size_other)
+        got_other = self._pick(other, None, n_other, seeding)
+        got_mine = self._pick(mine, key, n, seeding)
+        runs4, runs6 = (got_other, got_mine) if v6 else (got_mine, got_other)
         return self._response(swarm, warning), runs4, runs6
 
     def _response(self, swarm: _Swarm, warning: str | None) -> AnnounceResponse:
-        return AnnounceResponse(
-            self.interval, [], len(swarm.seeders4.keys) + len(swarm.seeders6.keys),
-            len(swarm.leechers4.keys) + len(swarm.leechers6.keys), self.min_interval, warning)
+        return AnnounceResponse(self.interval, [], swarm.seeders, swarm.leechers,
+                                self.min_interval, warning)
 
     def _pick(self, lists: tuple[_PeerList, _PeerList], me: tuple[str, int] | None, n: int,
               seeding: bool) -> _Runs:

@@ -24,8 +24,9 @@ from collections.abc import Callable
 
 from common.tracker_proto import (
     ACTION_ANNOUNCE, ACTION_SCRAPE, MAX_UDP_SCRAPE, UDP_ANNOUNCE_RESPONSE_HEAD, UDP_EVENT_NAMES,
-    UDP_ANNOUNCE_REQUEST, UDP_REQUEST_HEAD, TrackerProtocolError, UdpConnectRequest,
+    UDP_REQUEST_HEAD, TrackerProtocolError, UdpConnectRequest,
     UdpConnectResponse, UdpError, UdpScrapeResponse, decode_udp_request, encode_udp,
+    unpack_udp_announce,
 )
 from tracker.registry import RegistryError, SwarmRegistry
 
@@ -95,11 +96,8 @@ class UdpTracker:
             return reply if verified else _at_most(reply, len(data))
 
     def _announce(self, data: bytes, addr: tuple, now: float) -> bytes:
-        if len(data) < UDP_ANNOUNCE_REQUEST.size:
-            raise TrackerProtocolError(
-                f"UDP announce of {len(data)} bytes is shorter than {UDP_ANNOUNCE_REQUEST.size}")
         (_, _, transaction_id, info_hash, peer_id, downloaded, left, uploaded, event_number, _ip,
-         _key, num_want, port) = UDP_ANNOUNCE_REQUEST.unpack_from(data)
+         _key, num_want, port) = unpack_udp_announce(data)
         event = UDP_EVENT_NAMES.get(event_number)
         if event is None:
             raise TrackerProtocolError(f"unknown event {event_number}")
