@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import json
 import os
 import random
@@ -41,16 +40,17 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT)]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from common.metainfo import create_metainfo, load_metainfo  # noqa: E402
 from common.rates import format_bytes, parse_size  # noqa: E402
 from common.tracker_proto import build_scrape_url, decode_scrape_response, scrape_url_for  # noqa: E402
+from interop_clients import make_file  # noqa: E402
+from peer.processes import sha1_file  # noqa: E402
 
 HOST = "127.0.0.1"
 MiB = 1024 * 1024
 COMPLETE = re.compile(r"^complete: .* \(([\d.]+) s\)$", re.M)
-PROGRESS = re.compile(r"^.*: +([\d.]+)%.*peers (\d+).*$", re.M)
 
 
 class BenchError(Exception):
@@ -65,10 +65,6 @@ class Deadline:
 
     def left(self) -> float:
         return self.end - time.monotonic()
-
-    def check(self, what: str) -> None:
-        if self.left() <= 0:
-            raise BenchError(f"overall timeout while {what}")
 
 
 # -- processes --------------------------------------------------------------------------------
@@ -184,14 +180,6 @@ def wait_registered(meta, proc: subprocess.Popen, deadline: Deadline, limit: flo
 
 # -- checking copies --------------------------------------------------------------------------
 
-def sha1_file(path: Path) -> str:
-    digest = hashlib.sha1()
-    with open(path, "rb") as f:
-        while chunk := f.read(4 * MiB):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def check_copies(original: Path, copies: list[Path]) -> list[str]:
     """Problems found, one line each: missing, wrong size or wrong sha1 (hashed on two threads)."""
     size, want = original.stat().st_size, sha1_file(original)
@@ -209,14 +197,6 @@ def check_copies(original: Path, copies: list[Path]) -> list[str]:
             if got != want:
                 problems.append(f"{copy}: sha1 {got}, want {want}")
     return problems
-
-
-def make_file(path: Path, size: int, seed: int) -> Path:
-    rng = random.Random(seed)
-    with open(path, "wb") as f:
-        for start in range(0, size, 4 * MiB):
-            f.write(rng.randbytes(min(4 * MiB, size - start)))
-    return path
 
 
 def mb(n: float) -> str:

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from peer.processes import sha1_file  # noqa: F401  (tests and benchmarks import it from here)
+
 REPO = Path(__file__).resolve().parent.parent
 LT_DRIVER = REPO / "tests" / "interop" / "lt_driver.py"
 HOST = "127.0.0.1"
@@ -69,14 +71,6 @@ def make_tree(root: Path, sizes: dict[str, int], seed: int = 0) -> Path:
     for index, (rel, size) in enumerate(sorted(sizes.items())):
         make_file(root / rel, size, seed + index)
     return root
-
-
-def sha1_file(path: Path) -> str:
-    digest = hashlib.sha1()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def tree_digest(path: Path) -> dict[str, str]:
