@@ -148,7 +148,7 @@ _ERROR = re.compile(r"^swarm-peer: error: (.*)$", re.MULTILINE)
 
 
 def run_once(mode: str, n: int, source: Path, caps: Capacities, work: Path, timeout: float,
-             echo=click.echo) -> RunResult:
+             original: str | None = None) -> RunResult:
     """One distribution of `source` to N fresh peers in `mode`; all processes gone after."""
     work.mkdir(parents=True)
     files = work / "files"
@@ -202,7 +202,7 @@ def run_once(mode: str, n: int, source: Path, caps: Capacities, work: Path, time
         stop_all([tracker])
         seed_bytes = _totals(seed)[0] if seed else 0
         peer_totals = [_totals(p) for p in peers]
-        original = sha1_file(source)
+        original = original or sha1_file(source)     # once per compare, not per run
         identical = all((work / f"peer{i + 1}" / source.name).is_file()
                         and sha1_file(work / f"peer{i + 1}" / source.name) == original for i in range(n))
         if error is None and not identical:
@@ -330,11 +330,12 @@ def run_compare(file: Path | None = None, peers: int = 8, upload_limit=4 * 1024 
             _generate(source, file_size)
         else:
             source = Path(file).resolve()
+        original = sha1_file(source)
         for n in counts:
             for mode in mode_list:
                 echo(f"compare: {mode}, N = {n} ...")
                 run_dir = work / f"{mode}-{n}"
-                result = run_once(mode, n, source, caps, run_dir, timeout, echo)
+                result = run_once(mode, n, source, caps, run_dir, timeout, original)
                 if keep_logs:     # every process's output, for looking into a slow run
                     logs = out / "logs" / f"{mode}-{n}"
                     logs.mkdir(parents=True, exist_ok=True)
@@ -465,12 +466,7 @@ def write_charts(out: Path, results: list[RunResult], caps: Capacities, size: in
     ax.set_ylabel("time until all N are complete (s)")
     ax.set_title(f"Distributing {format_bytes(size)}: u = {_fmt_rate(caps.peer_up)}, "
                  f"u_s = {_fmt_rate(caps.server_up)}")
-    ax.grid(True, alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    by_n = out / "time_vs_peers.png"
-    fig.savefig(by_n, dpi=110)
-    plt.close(fig)
+    by_n = _save(plt, fig, ax, out / "time_vs_peers.png")
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     n_max = max(counts)
@@ -483,13 +479,17 @@ def write_charts(out: Path, results: list[RunResult], caps: Capacities, size: in
     ax.set_ylabel("fraction of peers complete")
     ax.set_ylim(0, 1.02)
     ax.set_title("Per-peer completion times (CDF)")
+    cdf = _save(plt, fig, ax, out / "completion_cdf.png")
+    return [by_n, cdf]
+
+
+def _save(plt, fig, ax, path: Path) -> Path:
     ax.grid(True, alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    cdf = out / "completion_cdf.png"
-    fig.savefig(cdf, dpi=110)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
-    return [by_n, cdf]
+    return path
 
 
 # -- model only --------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import pytest
 
 from common.metainfo import create_metainfo, parse_metainfo
 from peer.connection import Timeouts
+from tests.integration.conftest import processes  # noqa: F401  (the one fixture, shared)
 
 #: fast enough to see a stall in a second, slow enough not to drop an honest peer on a busy CI box
 FAST_TIMEOUTS = Timeouts(handshake=1.0, idle=3.0, snub=1.5, keepalive=1.0, tick=0.2)
@@ -50,13 +51,3 @@ def show(request):
             reporter.write_line(line)
 
     return write
-
-
-@pytest.fixture
-def processes():
-    """Child processes a test starts (Popen); all stopped after the test, pass or fail."""
-    from tests.integration.conftest import stop_process
-    started: list = []
-    yield started
-    for proc in started:
-        stop_process(proc)

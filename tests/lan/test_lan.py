@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from interop_clients import Proc, have_tool
+from interop_clients import Proc, have_tool, tree_digest
 
 pytestmark = [pytest.mark.lan, pytest.mark.slow]
 
@@ -27,13 +27,6 @@ PEER_PORT = 6881
 TRACKER_PORT = 6969
 SEEDING = r"^seeding \d+ torrents? on port"
 COMPLETE = r"^complete: "
-
-
-def digest(path: Path) -> dict[str, str]:
-    """Relative path -> sha1 of every file (a file alone: its own name)."""
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    base = path.parent if path.is_file() else path
-    return {str(p.relative_to(base)): hashlib.sha1(p.read_bytes()).hexdigest() for p in files}
 
 
 def shared_items(tmp_path: Path) -> tuple[Path, Path]:
@@ -107,7 +100,7 @@ def test_four_laptops_fetch_torrents_by_url_from_the_tracker_page(lan, tmp_path)
                            "--port", str(PEER_PORT + 1)), folder, "2-kit"))
     for proc, original, n in gets:
         proc.wait_for(COMPLETE, timeout=90)
-        assert digest(tmp_path / f"pc{n}" / original.name) == digest(original)
+        assert tree_digest(tmp_path / f"pc{n}" / original.name) == tree_digest(original)
 
 
 # -- 2. tracker gone: LSD alone ------------------------------------------------------------------
@@ -133,7 +126,7 @@ def test_tracker_down_leechers_find_seed_and_each_other_by_lsd(lan, tmp_path):
     late = start_get(lan, pc4, local, tmp_path / "pc4")
     late.wait_for(COMPLETE, timeout=90)
     for host in (pc2, pc3, pc4):
-        assert digest(tmp_path / host.name / big.name) == digest(big)
+        assert tree_digest(tmp_path / host.name / big.name) == tree_digest(big)
 
 
 # -- 3. a laptop on two networks is heard on both -----------------------------------------------
@@ -203,4 +196,4 @@ def test_aria2c_and_swarm_discover_each_other_by_lsd(lan, tmp_path, first):
         start_share(lan, pc1, [big], torrents)
         aria2 = start_aria2()
     assert aria2.wait(timeout=90) == 0, aria2.output(last=30)
-    assert digest(out / big.name) == digest(big)
+    assert tree_digest(out / big.name) == tree_digest(big)
