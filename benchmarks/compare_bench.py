@@ -30,7 +30,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from common.metainfo import create_metainfo  # noqa: E402
 from common.rates import parse_rate, parse_size  # noqa: E402
-from peer.compare import Capacities, RunResult, p2p_bound, run_once  # noqa: E402
+from peer.compare import PIECE_LENGTH, Capacities, RunResult, p2p_bound, run_once  # noqa: E402
 
 
 
@@ -51,7 +51,7 @@ def foreign_run(kind: str, n: int, source: Path, caps: Capacities, work: Path, t
     with ic.ProcessSet() as procs:
         tracker = ic.start_tracker(procs)
         torrent = work / "file.torrent"
-        torrent.write_bytes(create_metainfo(source, [tracker.http]))
+        torrent.write_bytes(create_metainfo(source, [tracker.http], piece_length=PIECE_LENGTH))
         ic.start_seeder(procs, kind, torrent, source, upload_limit=int(caps.server_up or 0))
         launched = time.monotonic()
         leechers, ready = [], []

@@ -301,7 +301,8 @@ def demo(peers: int, path: Path | None, workdir: Path | None) -> None:
 @click.option("--download-limit", type=RATE, default=None, help="Download cap of every peer (d_min).")
 @click.option("--modes", default="central,p2p", show_default=True, help="Comma list of central, p2p, hybrid.")
 @click.option("--sweep", default=None, help="Comma list of peer counts, e.g. 1,2,4,8,16,32.")
-@click.option("--size", default="32MiB", show_default=True, help="Size of the generated file (no FILE).")
+@click.option("--size", type=SIZE, default="32MiB", show_default=True, help="Size of the generated file (no FILE).")
+@click.option("--piece-length", type=SIZE, default="256KiB", show_default=True, help="Piece length of the torrent.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("compare-results"),
               show_default=True, help="Folder for the table, JSON/CSV and charts.")
 @click.option("--model-only", is_flag=True, help="Only compute the fluid-model bounds (any size, any N).")

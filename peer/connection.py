@@ -285,7 +285,7 @@ class PeerConnection(asyncio.Protocol):
             block = (msg.index, msg.begin, msg.length)  # type: ignore[attr-defined]
             if block in self.inflight:
                 self.inflight.discard(block)
-                torrent.on_requests_dropped(self, [block])
+                torrent.on_requests_dropped(self, [block], refused=not self.peer_choking)
         elif kind is Extended:
             if msg.ext_id == 0:  # type: ignore[attr-defined]
                 self._on_extension_handshake(msg.payload)  # type: ignore[attr-defined]
@@ -351,6 +351,9 @@ class PeerConnection(asyncio.Protocol):
             return
         if len(self.queued) >= 2 * OUR_REQQ:
             raise ProtocolError(f"request flood: more than {2 * OUR_REQQ} queued")
+        if torrent.is_repeat(self, index, begin) and self.fast:
+            self.send(RejectRequest(index, begin, length))   # another peer is fetching it
+            return
         self.queued.append((index, begin, length))
         if not self._serving:
             self._serving = True

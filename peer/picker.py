@@ -15,6 +15,8 @@ API (peers are opaque hashable keys, e.g. connection objects; blocks are
     picker.pick(p, max_blocks) -> list[block]    # what to request from p now (marked in flight)
     picker.block_received(p, i, begin) -> list[peer]   # others to Cancel (endgame duplicates)
     picker.requests_dropped(p, blocks)   # choked / rejected / snubbed: those blocks are free again
+    picker.peer_refused(p, i)            # p rejected i while unchoking us: ask it for i again
+    picker.forget_refusals()             #   only after this (the torrent calls it each second)
     picker.peer_lost(p)                  # free every block in flight to p (keeps what it has)
     picker.piece_complete(i) -> bool     # every block of i has arrived: hash it now
     picker.mark_have(i)                  # the hash matched
@@ -94,6 +96,7 @@ class PiecePicker:
         self._peer_count: dict[Peer, int] = {}     # pieces the peer has
         self._useful: dict[Peer, int] = {}         # pieces the peer has that we lack
         self._inflight: dict[Peer, dict[int, set[int]]] = {}  # peer -> piece -> block numbers
+        self._refused: dict[Peer, set[int]] = {}   # pieces a peer turned down (a seed's first copy)
         self._max_open = max(4, OPEN_BYTES_BUDGET // max(1, piece_length))
 
     # -- sizes ---------------------------------------------------------------------
@@ -161,6 +164,7 @@ class PiecePicker:
         for index in (i for i, b in enumerate(bits) if b):
             self._change_avail(index, -1)
         del self._peers[peer], self._peer_count[peer], self._useful[peer], self._inflight[peer]
+        self._refused.pop(peer, None)
         self._buckets.pop()  # always empty: no piece can have more peers than are left
 
     def peer_is_seed(self, peer: Peer) -> bool:
@@ -177,6 +181,11 @@ class PiecePicker:
         bits = self._peers.get(peer)
         if bits is None or max_blocks <= 0 or not self._useful[peer]:
             return []
+        refused = self._refused.get(peer)
+        if refused:                      # as if the peer lacked them, for now
+            bits = bytearray(bits)
+            for index in refused:
+                bits[index] = 0
         out: list[Block] = []
         mine = self._inflight[peer]
         for index in list(mine):                                       # (1)
@@ -339,6 +348,16 @@ class PiecePicker:
             if begin % self.block_size == 0:
                 self._unrequest(peer, index, begin // self.block_size)
 
+    def peer_refused(self, peer: Peer, index: int) -> None:
+        if peer in self._peers:
+            self._refused.setdefault(peer, set()).add(index)
+
+    def forget_refusals(self) -> bool:
+        """Ask refusing peers again from now on; True if there were any (time to pick)."""
+        had = bool(self._refused)
+        self._refused.clear()
+        return had
+
     def peer_lost(self, peer: Peer) -> None:
         """Every request in flight to `peer` is void (choked without BEP 6, or gone)."""
         for index, blocks in list(self._inflight.get(peer, {}).items()):
@@ -364,6 +383,12 @@ class PiecePicker:
                     p.state[n] = FREE
                     p.free += 1
                     self._with_free[index] = None
+        if not p.requesters and not p.received and not p.single_source:
+            # Nothing of it arrived: unstart it, so it is chosen again by rarity, not taken
+            # as an abandoned piece from whoever unchokes us next (often a seed, which may
+            # meanwhile have sent it to another peer).
+            self._drop_partial(index)
+            self._list(index)
 
     def _forget_request(self, peer: Peer, index: int, n: int) -> bool:
         pieces = self._inflight.get(peer)

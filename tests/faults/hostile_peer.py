@@ -17,7 +17,7 @@ from typing import Callable
 from common import wire
 from common.metainfo import Metainfo
 from common.wire import (
-    Handshake, HaveAll, Interested, KeepAlive, Piece, ProtocolError, Request, Unchoke, WireDecoder,
+    Handshake, HaveAll, Interested, KeepAlive, Piece, ProtocolError, RejectRequest, Request, Unchoke, WireDecoder,
 )
 
 FAST = wire.make_reserved(fast=True)
@@ -151,7 +151,8 @@ def stall(meta: Metainfo, data: bytes, index: int, begin: int, length: int) -> N
 
 class FakeSeed:
     """Listens on 127.0.0.1, says it has every piece (BEP 6 HaveAll), unchokes whoever is
-    interested and answers each request with `serve(...)` (None: no answer at all)."""
+    interested and answers each request with `serve(...)`: the block's bytes, a
+    RejectRequest to send instead, or None for no answer at all."""
 
     def __init__(self, meta: Metainfo, data: bytes,
                  serve: Callable[[Metainfo, bytes, int, int, int], bytes | None]) -> None:
@@ -191,7 +192,9 @@ class FakeSeed:
                 elif isinstance(msg, Request):
                     self.requests_seen += 1
                     block = self.serve(self.meta, self.data, msg.index, msg.begin, msg.length)
-                    if block is not None:
+                    if isinstance(block, RejectRequest):
+                        peer.send(block)
+                    elif block is not None:
                         peer.send(Piece(msg.index, msg.begin, block))
                         self.blocks_sent += 1
                         await peer.drain()

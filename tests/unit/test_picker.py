@@ -260,3 +260,40 @@ def test_fast_with_4000_pieces_and_50_peers():
     assert pp.is_complete()
     assert len(received) == 4000 * 16
     assert elapsed < 5.0, f"{elapsed:.2f}s for a 4000-piece download"
+
+
+def test_a_refused_piece_is_not_asked_of_that_peer_until_refusals_are_forgotten():
+    pp = picker(3, blocks_per_piece=2)
+    pp.add_peer("S", range(3))            # a seed
+    pp.add_peer("B", [0])
+    first = pp.pick("S", 2)
+    (index,) = set(indices(first))
+    pp.requests_dropped("S", first)       # the seed rejected them while unchoking us
+    pp.peer_refused("S", index)
+    again = pp.pick("S", 6)
+    assert index not in indices(again) and len(again) == 4
+    if index == 0:
+        assert indices(pp.pick("B", 2)) == [0, 0]     # another peer may still serve it
+    pp.requests_dropped("S", again)
+    pp.forget_refusals()
+    assert index in indices(pp.pick("S", 6))
+
+
+def test_a_piece_whose_requests_all_dropped_before_any_block_is_unstarted():
+    # It goes back to rarest first instead of being taken, as an abandoned piece, from the
+    # next peer that unchokes us (often a seed that may be sending it to someone else).
+    pp = picker(4, blocks_per_piece=2)
+    pp.add_peer("A", range(4))
+    pp.add_peer("B", [3])
+    got = pp.pick("B", 2)
+    assert indices(got) == [3, 3]
+    pp.requests_dropped("B", got)         # B choked us before sending anything
+    assert pp.availability(3) == 2
+    assert 3 not in indices(pp.pick("A", 2))   # availability 2: picked last again
+    half = picker(4, blocks_per_piece=2)
+    half.add_peer("A", range(4))
+    half.add_peer("B", [3])
+    got = half.pick("B", 2)
+    half.block_received("B", 3, 0)
+    half.requests_dropped("B", got[1:])   # one block arrived: still a started piece
+    assert half.pick("A", 1) == [(3, BS, BS)]

@@ -1,0 +1,81 @@
+"""A seed sends each block once before it sends any block twice (peer.first_copy): a block
+that one peer asked for moments ago is rejected (BEP 6) to another, while blocks nobody
+has asked for remain; after that, every request is served."""
+
+from __future__ import annotations
+
+import asyncio
+
+from common.wire import Piece, RejectRequest, Request
+from tests.faults.test_hostile_peers import PIECE, bystander, start_seed
+
+BLOCK = 16 * 1024
+
+
+async def answer(peer, index: int, begin: int):
+    async with asyncio.timeout(5):
+        while True:
+            msg = await peer.recv()
+            if isinstance(msg, (Piece, RejectRequest)) and (msg.index, msg.begin) == (index, begin):
+                return msg
+
+
+async def test_a_seed_rejects_a_block_another_peer_just_asked_for(clients, tmp_path):
+    seed, torrent, meta, data = await start_seed(clients, tmp_path, size=4 * PIECE)
+    a, b = await bystander(seed.port, meta), await bystander(seed.port, meta)
+    try:
+        a.send(Request(1, 0, BLOCK))
+        assert isinstance(await answer(a, 1, 0), Piece)
+        b.send(Request(1, 0, BLOCK))
+        assert isinstance(await answer(b, 1, 0), RejectRequest)
+        b.send(Request(2, 0, BLOCK))             # one nobody has asked for: served
+        got = await answer(b, 2, 0)
+        assert isinstance(got, Piece) and got.block == data[2 * PIECE:2 * PIECE + BLOCK]
+        assert not b.writer.is_closing()
+    finally:
+        a.close()
+        b.close()
+
+
+async def test_once_every_block_was_asked_for_repeats_are_served(clients, tmp_path):
+    seed, torrent, meta, data = await start_seed(clients, tmp_path, size=2 * PIECE)
+    a, b = await bystander(seed.port, meta), await bystander(seed.port, meta)
+    try:
+        blocks = [(i, begin) for i in range(2) for begin in (0, BLOCK)]
+        a.send(*[Request(i, begin, BLOCK) for i, begin in blocks])
+        for i, begin in blocks:
+            assert isinstance(await answer(a, i, begin), Piece)
+        b.send(Request(1, BLOCK, BLOCK))
+        got = await answer(b, 1, BLOCK)
+        assert isinstance(got, Piece) and got.block == data[PIECE + BLOCK:2 * PIECE]
+    finally:
+        a.close()
+        b.close()
+
+
+async def test_a_leecher_refused_everything_asks_again_a_moment_later(clients, tmp_path):
+    """A seed that rejects every request while unchoking us (as a seed does for blocks another
+    peer is fetching): we stop asking it for those pieces, but only for a second or so;
+    before the fix nothing asked again and the download stalled for good."""
+    from tests.faults.conftest import make_file, torrent_for
+    from tests.faults.hostile_peer import FakeSeed, honest
+
+    data = make_file(tmp_path / "seed" / "data.bin", 8 * PIECE)
+    _, meta = torrent_for(tmp_path / "seed" / "data.bin", piece_length=PIECE)
+    started = asyncio.get_running_loop().time()
+
+    def reject_at_first(meta, data, index, begin, length):
+        if asyncio.get_running_loop().time() - started < 0.5:
+            return RejectRequest(index, begin, length)
+        return honest(meta, data, index, begin, length)
+
+    seed = await FakeSeed(meta, data, reject_at_first).start()
+    try:
+        leecher = await clients()
+        lt = await leecher.add_torrent(meta, tmp_path / "leech")
+        lt.add_peers([("127.0.0.1", seed.port)], "test")
+        await asyncio.wait_for(lt.complete.wait(), 10)
+    finally:
+        await seed.close()
+    assert (tmp_path / "leech" / "data.bin").read_bytes() == data
+    assert seed.requests_seen > seed.blocks_sent     # some were refused first
