@@ -351,7 +351,7 @@ class PeerConnection(asyncio.Protocol):
             return
         if len(self.queued) >= 2 * OUR_REQQ:
             raise ProtocolError(f"request flood: more than {2 * OUR_REQQ} queued")
-        if torrent.is_repeat(self, index, begin) and self.fast:
+        if torrent.is_repeat(self, index) and self.fast:
             self.send(RejectRequest(index, begin, length))   # another peer is fetching it
             return
         self.queued.append((index, begin, length))

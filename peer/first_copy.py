@@ -1,38 +1,41 @@
-"""A seed's first copy: send every block once before sending any block twice. Pure, no I/O.
+"""A seed's first copy: send every piece once before sending any piece twice. Pure, no I/O.
 
 Leechers choose the rarest pieces, but they cannot see each other's requests: two of
 them often pick the same piece from the seed within the same half second, before either
 has announced it. In a rate-capped swarm the seed's upload is the scarce resource (the
 fluid bound is F / u_s), so each such collision costs the whole swarm time. Only the
-seed sees both requests. While it still has blocks nobody has asked for, it turns down
-(BEP 6 reject) a block that another peer asked for within the last `window` seconds; the
+seed sees both requests. While it still has pieces nobody has asked for, it turns down
+(BEP 6 reject) a piece that another peer asked for within the last `window` seconds; the
 refused peer picks another piece, and gets this one from the first peer soon after.
 
-Once every block has been asked for at least once, nothing is refused: from then on
+Once every piece has been asked for at least once, nothing is refused: from then on
 repeats are the endgame and peers catching up, which a seed should serve.
+
+Kept per piece, not per block (a 100 GB torrent has millions of blocks): it is whole
+pieces that two peers collide on, and a peer asks for a piece's blocks together.
 """
 
 from __future__ import annotations
 
-from typing import Hashable
+from array import array
 
 
 class FirstCopy:
     __slots__ = ("window", "fresh", "_asker", "_asked_at")
 
-    def __init__(self, total_blocks: int, window: float = 2.0) -> None:
+    def __init__(self, num_pieces: int, window: float = 2.0) -> None:
         self.window = window
-        self.fresh = total_blocks                        # blocks nobody has asked for yet
-        self._asker: list[Hashable | None] = [None] * total_blocks
-        self._asked_at = [0.0] * total_blocks
+        self.fresh = num_pieces                          # pieces nobody has asked for yet
+        self._asker: list[int] = [0] * num_pieces        # id() of the last peer to ask; 0: none
+        self._asked_at = array("d", bytes(8 * num_pieces))
 
-    def admit(self, peer: Hashable, block: int, now: float) -> bool:
-        """True: serve `peer` this block (numbered across the torrent). False: refuse it."""
-        asker = self._asker[block]
-        if asker is None:
+    def admit(self, peer: object, index: int, now: float) -> bool:
+        """True: serve `peer` this piece's block. False: refuse it, another peer has it coming."""
+        asker, me = self._asker[index], id(peer)
+        if not asker:
             self.fresh -= 1
-        elif asker != peer and self.fresh and now - self._asked_at[block] < self.window:
+        elif asker != me and self.fresh and now - self._asked_at[index] < self.window:
             return False
-        self._asker[block] = peer
-        self._asked_at[block] = now
+        self._asker[index] = me
+        self._asked_at[index] = now
         return True

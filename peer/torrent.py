@@ -104,7 +104,6 @@ class Torrent:
 
         self.picker = PiecePicker(meta.num_pieces, meta.piece_length, meta.total_length, rng=self.rng)
         self._first_copy: FirstCopy | None = None   # made when we first serve as a seed
-        self._blocks_per_piece = 1
         self.choker = Choker(rng=self.rng)
         self.have = self.picker.have   # the picker's record of verified pieces, shared
         self.left = meta.total_length
@@ -333,22 +332,15 @@ class Torrent:
                 self.picker.peer_refused(conn, block[0])
         self._refill_all()
 
-    def is_repeat(self, conn: PeerConnection, index: int, begin: int) -> bool:
-        """As a seed: another peer asked for this block moments ago, and some blocks nobody
+    def is_repeat(self, conn: PeerConnection, index: int) -> bool:
+        """As a seed: another peer asked for this piece moments ago, and some pieces nobody
         has asked for yet remain (peer.first_copy)."""
         guard = self._first_copy
         if guard is None:
             if not self.is_seed:
                 return False
-            meta = self.meta
-            per_piece = max(1, meta.piece_length // wire.BLOCK_SIZE)
-            last = -(-meta.piece_size(meta.num_pieces - 1) // wire.BLOCK_SIZE) if per_piece > 1 else 1
-            guard = self._first_copy = FirstCopy((meta.num_pieces - 1) * per_piece + last)
-            self._blocks_per_piece = per_piece
-        if not guard.fresh:
-            return False
-        block = index * self._blocks_per_piece + min(begin // wire.BLOCK_SIZE, self._blocks_per_piece - 1)
-        return not guard.admit(conn, block, self.loop.time())
+            guard = self._first_copy = FirstCopy(self.meta.num_pieces)
+        return bool(guard.fresh) and not guard.admit(conn, index, self.loop.time())
 
     def has_piece(self, index: int) -> bool:
         return self.have[index] == 1

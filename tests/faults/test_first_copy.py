@@ -1,5 +1,5 @@
-"""A seed sends each block once before it sends any block twice (peer.first_copy): a block
-that one peer asked for moments ago is rejected (BEP 6) to another, while blocks nobody
+"""A seed sends each piece once before it sends any piece twice (peer.first_copy): a piece
+that one peer asked for moments ago is rejected (BEP 6) to another, while pieces nobody
 has asked for remain; after that, every request is served."""
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ async def test_a_seed_rejects_a_block_another_peer_just_asked_for(clients, tmp_p
         b.close()
 
 
-async def test_once_every_block_was_asked_for_repeats_are_served(clients, tmp_path):
+async def test_once_every_piece_was_asked_for_repeats_are_served(clients, tmp_path):
     seed, torrent, meta, data = await start_seed(clients, tmp_path, size=2 * PIECE)
     a, b = await bystander(seed.port, meta), await bystander(seed.port, meta)
     try:

@@ -1,38 +1,41 @@
-"""A seed's first copy (peer.first_copy): a block asked for by one peer is refused to
-another for `window` seconds, while blocks nobody has asked for remain."""
+"""A seed's first copy (peer.first_copy): a piece asked for by one peer is refused to
+another for `window` seconds, while pieces nobody has asked for remain."""
 
 from __future__ import annotations
 
 from peer.first_copy import FirstCopy
 
+A, B, C, D = (object() for _ in range(4))
+
 
 def test_a_repeat_is_refused_to_another_peer_within_the_window():
     fc = FirstCopy(4, window=2.0)
-    assert fc.admit("A", 0, now=10.0)
-    assert not fc.admit("B", 0, now=11.9)      # A asked 1.9 s ago
-    assert fc.admit("A", 0, now=11.9)          # A again (it lost the block): served
-    assert fc.admit("B", 1, now=12.0)          # a block nobody asked for
+    assert fc.admit(A, 0, now=10.0)
+    assert not fc.admit(B, 0, now=11.9)        # A asked 1.9 s ago
+    assert fc.admit(A, 0, now=11.9)            # A again (its next block, or a lost one): served
+    assert fc.admit(B, 1, now=12.0)            # a piece nobody asked for
     assert fc.fresh == 2
 
 
-def test_after_the_window_the_block_is_served_to_anyone():
+def test_after_the_window_the_piece_is_served_to_anyone():
     fc = FirstCopy(4, window=2.0)
-    assert fc.admit("A", 0, now=10.0)
-    assert fc.admit("B", 0, now=12.0)
-    assert not fc.admit("C", 0, now=13.0)      # B's ask restarted the window
+    assert fc.admit(A, 0, now=10.0)
+    assert fc.admit(B, 0, now=12.0)
+    assert not fc.admit(C, 0, now=13.0)        # B's ask restarted the window
 
 
-def test_nothing_is_refused_once_every_block_was_asked_for():
+def test_nothing_is_refused_once_every_piece_was_asked_for():
     fc = FirstCopy(3, window=2.0)
-    for block, peer in enumerate("ABC"):
-        assert fc.admit(peer, block, now=1.0)
+    for index, peer in enumerate((A, B, C)):
+        assert fc.admit(peer, index, now=1.0)
     assert fc.fresh == 0
-    assert all(fc.admit(peer, 0, now=1.1) for peer in "BCD")   # the endgame: serve everyone
+    assert all(fc.admit(peer, 0, now=1.1) for peer in (B, C, D))   # the endgame: serve everyone
 
 
 def test_a_refused_ask_does_not_count_as_an_ask():
     fc = FirstCopy(2, window=2.0)
-    assert fc.admit("A", 0, now=0.0)
-    assert not fc.admit("B", 0, now=1.0)
-    assert fc.admit("B", 0, now=2.0)           # 2 s after A's ask, not after B's refusal
+    assert fc.admit(A, 0, now=0.0)
+    assert not fc.admit(B, 0, now=1.0)
+    assert fc.admit(B, 0, now=2.0)             # 2 s after A's ask, not after B's refusal
     assert fc.fresh == 1
+
