@@ -162,15 +162,13 @@ class SwarmRegistry:
     # -- announce ---------------------------------------------------------------------------
     def announce(self, req: AnnounceRequest, ip: str, now: float) -> AnnounceResponse:
         """Record the peer's state and answer with a random sample of the other peers."""
-        resp, runs4, runs6 = self._announce(req.info_hash, req.peer_id, ip, req.port, req.left,
-                                            req.event, req.numwant, now, True)
+        resp, runs4, runs6 = self._announce_both(req, ip, now)
         resp.peers = [a for lst, start, stop in (*runs4, *runs6) for a in lst.addrs(start, stop)]
         return resp
 
     def announce_compact(self, req: AnnounceRequest, ip: str, now: float) -> CompactAnswer:
         """`announce`, with the peers as ready-made compact bytes of both families."""
-        resp, runs4, runs6 = self._announce(req.info_hash, req.peer_id, ip, req.port, req.left,
-                                            req.event, req.numwant, now, True)
+        resp, runs4, runs6 = self._announce_both(req, ip, now)
         return CompactAnswer(resp, _packed(runs4), _packed(runs6))
 
     def announce_same_family(self, info_hash: bytes, peer_id: bytes, ip: str, port: int,
@@ -178,27 +176,57 @@ class SwarmRegistry:
                              now: float) -> tuple[int, int, bytes]:
         """The UDP answer (BEP 15): (seeders, leechers, packed peers of the asker's family).
 
-        Plain arguments, no request record: this is the tracker's hottest path."""
-        resp, runs4, runs6 = self._announce(info_hash, peer_id, ip, port, left, event, numwant,
-                                            now, False)
-        return resp.complete, resp.incomplete, _packed(runs6 or runs4)
-
-    def _announce(self, info_hash: bytes, peer_id: bytes, ip: str, port: int, left: int,
-                  event: str, numwant: int | None, now: float,
-                  both_families: bool) -> tuple[AnnounceResponse, _Runs, _Runs]:
+        Plain arguments, no request or response record: this is the tracker's hottest path."""
         ip = _plain_ip(ip)
         key = (ip, port)
         v6 = ":" in ip
-        swarm = self._swarms.get(info_hash)
-        warning = None
-
+        swarm, listed = self._record(info_hash, peer_id, ip, key, v6, port, left, event, now)
+        if swarm is None:
+            return 0, 0, b""
+        seeders, leechers = swarm.seeders, swarm.leechers
         if event == "stopped":
-            if swarm is None:
-                return AnnounceResponse(self.interval, [], 0, 0, self.min_interval), [], []
-            self._remove(swarm, key, v6)
-            if not swarm:
-                del self._swarms[info_hash]
-            return self._response(swarm, None), [], []
+            return seeders, leechers, b""
+        n = min(self.default_numwant if numwant is None else numwant, self.max_numwant)
+        return seeders, leechers, _packed(self._pick(swarm.lists(v6), key, n, left == 0))
+
+    def _announce_both(self, req: AnnounceRequest, ip: str,
+                       now: float) -> tuple[AnnounceResponse, _Runs, _Runs]:
+        """HTTP (BEP 7): numwant is shared between the two families by their sizes."""
+        ip = _plain_ip(ip)
+        key = (ip, req.port)
+        v6 = ":" in ip
+        swarm, listed = self._record(req.info_hash, req.peer_id, ip, key, v6, req.port, req.left,
+                                     req.event, now)
+        if swarm is None:
+            return AnnounceResponse(self.interval, [], 0, 0, self.min_interval), [], []
+        warning = None if listed or req.event == "stopped" else \
+            "swarm is full: you get peers but are not listed"
+        resp = self._response(swarm, warning)
+        if req.event == "stopped":
+            return resp, [], []
+        numwant = req.numwant
+        n = min(self.default_numwant if numwant is None else numwant, self.max_numwant)
+        mine, other = swarm.lists(v6), swarm.lists(not v6)
+        size_mine = len(mine[0]) + len(mine[1]) - listed
+        size_other = len(other[0]) + len(other[1])
+        n_other = n if size_mine + size_other <= n else round(n * size_other / (size_mine + size_other))
+        n -= min(n_other, size_other)
+        seeding = req.left == 0
+        got_other = self._pick(other, None, n_other, seeding)
+        got_mine = self._pick(mine, key, n, seeding)
+        return (resp, got_other, got_mine) if v6 else (resp, got_mine, got_other)
+
+    def _record(self, info_hash: bytes, peer_id: bytes, ip: str, key: tuple[str, int], v6: bool,
+                port: int, left: int, event: str, now: float) -> tuple[_Swarm | None, bool]:
+        """Update the swarm for this announce: (the swarm, or None if it is gone; whether the
+        asker is listed in it). A full swarm still answers, but does not list a newcomer."""
+        swarm = self._swarms.get(info_hash)
+        if event == "stopped":
+            if swarm is not None:
+                self._remove(swarm, key, v6)
+                if not swarm:
+                    del self._swarms[info_hash]
+            return swarm, False
 
         seeding = left == 0
         listed = None       # the list the asker is in, if any
@@ -231,24 +259,10 @@ class SwarmRegistry:
                 seeders, leechers = swarm.lists(v6)
                 listed = seeders if seeding else leechers
                 listed.add(key, peer_id, compact, now, self._rng)
-            else:
-                warning = "swarm is full: you get peers but are not listed"
         if listed is not None and event == "completed" and key not in swarm.completed:
             swarm.completed.add(key)
             swarm.downloaded += 1
-
-        n = min(self.default_numwant if numwant is None else numwant, self.max_numwant)
-        mine, other = swarm.lists(v6), swarm.lists(not v6)
-        n_other = 0                       # UDP: the asker's family only
-        if both_families:                 # HTTP: n shared between the families by their sizes
-            size_mine = len(mine[0]) + len(mine[1]) - (listed is not None)
-            size_other = len(other[0]) + len(other[1])
-            n_other = n if size_mine + size_other <= n else round(n * size_other / (size_mine + size_other))
-            n -= min(n_other, size_other)
-        got_other = self._pick(other, None, n_other, seeding)
-        got_mine = self._pick(mine, key, n, seeding)
-        runs4, runs6 = (got_other, got_mine) if v6 else (got_mine, got_other)
-        return self._response(swarm, warning), runs4, runs6
+        return swarm, listed is not None
 
     def _response(self, swarm: _Swarm, warning: str | None) -> AnnounceResponse:
         return AnnounceResponse(self.interval, [], swarm.seeders, swarm.leechers,
@@ -284,16 +298,24 @@ class SwarmRegistry:
         if available <= 0:
             return []
         if n >= available:                 # small swarm: everyone but me
-            start, length = 0, total
-        else:
-            start = int(self._rng.random() * total)
-            length = n
-            if mine is not None and (mine - start) % total < n:
-                length += 1
-            elif start + n <= size1:       # the usual case: one run inside `first`
-                return [(first, start, start + n)]
-            elif start >= size1 and start + n <= total:
-                return [(second, start - size1, start - size1 + n)]  # type: ignore[list-item]
+            size2 = total - size1
+            if mine is None:
+                runs = [(first, 0, size1), (second, 0, size2)] if size2 else [(first, 0, size1)]
+            elif mine < size1:
+                runs = [(first, 0, mine), (first, mine + 1, size1)]
+                if size2:
+                    runs.append((second, 0, size2))  # type: ignore[arg-type]
+            else:
+                runs = [(first, 0, size1), (second, 0, mine - size1), (second, mine - size1 + 1, size2)]
+            return [r for r in runs if r[2] > r[1]]  # type: ignore[misc]
+        start = int(self._rng.random() * total)
+        length = n
+        if mine is not None and (mine - start) % total < n:
+            length += 1
+        elif start + n <= size1:           # the usual case: one run inside `first`
+            return [(first, start, start + n)]
+        elif start >= size1 and start + n <= total:
+            return [(second, start - size1, start - size1 + n)]  # type: ignore[list-item]
         spans = [(start, min(total, start + length))]      # in first + second coordinates
         if start + length > total:
             spans.append((0, start + length - total))
