@@ -12,6 +12,7 @@ API (peers are opaque hashable keys, e.g. connection objects; blocks are
     picker.peer_has(p, i)                # a Have message
     picker.remove_peer(p)                # p disconnected: forget it, free its requests
     picker.peer_is_seed(p) -> bool ; picker.interesting(p) -> bool   (p has a piece we lack)
+    picker.peer_holds(p, i) -> bool      # p said it has piece i
     picker.pick(p, max_blocks) -> list[block]    # what to request from p now (marked in flight)
     picker.block_received(p, i, begin) -> list[peer]   # others to Cancel (endgame duplicates)
     picker.requests_dropped(p, blocks)   # choked / rejected / snubbed: those blocks are free again
@@ -169,6 +170,10 @@ class PiecePicker:
 
     def peer_is_seed(self, peer: Peer) -> bool:
         return self._peer_count.get(peer, 0) == self.num_pieces
+
+    def peer_holds(self, peer: Peer, index: int) -> bool:
+        bits = self._peers.get(peer)
+        return bits is not None and bits[index] == 1
 
     def interesting(self, peer: Peer) -> bool:
         return self._useful.get(peer, 0) > 0

@@ -107,8 +107,10 @@ async def test_origin_upload_limit_holds_within_5_percent(tmp_path, processes):
                                                   ([], ["--download-limit", "1MiB"])],
                          ids=["seed-upload-limit", "get-download-limit"])
 def test_cli_rate_options_pace_a_whole_download(tmp_path, processes, tracker_process, seed_opts, get_opts):
-    """The command-line options reach the limiter: 3 MiB at 1 MiB/s takes 3 s (less the
-    0.1 s burst the idle bucket saved), and set-up adds little."""
+    """The command-line options reach the limiter: 3 MiB at 1 MiB/s takes 3 s, less the 0.1 s
+    burst the idle bucket saved and, with --download-limit, less the last read: a read is
+    paid for after it arrives (up to 256 KiB, 0.25 s), and the download ends with it. Set-up
+    adds little. Uncapped, the same download takes well under a second."""
     src = make_file(tmp_path / "seed" / "c.bin", 3 * MiB, seed=23)
     torrent = tmp_path / "c.torrent"
     torrent.write_bytes(torrent_for(src, [f"http://{tracker_process}/announce"], piece_length=65536)[0])
@@ -122,5 +124,5 @@ def test_cli_rate_options_pace_a_whole_download(tmp_path, processes, tracker_pro
                          capture_output=True, text=True, timeout=30, cwd=ROOT)
     assert got.returncode == 0, got.stdout + got.stderr
     seconds = float(re.search(r"complete: .* \(([\d.]+) s\)", got.stdout).group(1))
-    assert 2.85 <= seconds <= 3.6, f"3 MiB at 1 MiB/s took {seconds} s"
+    assert 2.6 <= seconds <= 3.6, f"3 MiB at 1 MiB/s took {seconds} s"
     assert sha1_of(tmp_path / "out" / "c.bin") == sha1_of(src)
