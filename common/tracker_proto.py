@@ -5,7 +5,7 @@ these functions, so a request built by one is exactly what the other parses.
 
 HTTP queries carry raw 20-byte info-hashes and peer ids. They are
 percent-encoded byte by byte (only RFC 3986 unreserved characters stay as
-they are) and parsed from the *raw* query string with `unquote_to_bytes`:
+they are) and parsed from the *raw* query string, value by value (`_unquote`):
 decoding the query to text first would mangle the binary values.
 """
 
@@ -438,10 +438,10 @@ UDP_EVENT_NAMES = {number: name for name, number in UDP_EVENTS.items()}
 MAX_UDP_SCRAPE = 74   # BEP 15: about 74 hashes fit in one packet
 
 # The packet layouts are public so that a tracker's hot path can unpack and pack them directly.
-UDP_REQUEST_HEAD = _CONNECT = struct.Struct(">QII")   # protocol/connection id, action, transaction
+UDP_REQUEST_HEAD = struct.Struct(">QII")   # protocol/connection id, action, transaction
 _ANNOUNCE_REQ = struct.Struct(">QII20s20sqqqIIIiH")  # 98 bytes
 _HEADER = struct.Struct(">II")              # action, transaction id
-UDP_ANNOUNCE_RESPONSE_HEAD = _ANNOUNCE_RESP = struct.Struct(">IIIII")
+UDP_ANNOUNCE_RESPONSE_HEAD = struct.Struct(">IIIII")
 #                                           # action, transaction, interval, leechers, seeders
 _SCRAPE_ENTRY = struct.Struct(">III")       # seeders, completed, leechers
 
@@ -515,7 +515,7 @@ def encode_udp(msg: UdpMessage) -> bytes:
 
 def _encode_udp(msg: UdpMessage) -> bytes:
     if isinstance(msg, UdpConnectRequest):
-        return _CONNECT.pack(PROTOCOL_ID, ACTION_CONNECT, msg.transaction_id)
+        return UDP_REQUEST_HEAD.pack(PROTOCOL_ID, ACTION_CONNECT, msg.transaction_id)
     if isinstance(msg, UdpConnectResponse):
         return _HEADER.pack(ACTION_CONNECT, msg.transaction_id) + msg.connection_id.to_bytes(8, "big")
     if isinstance(msg, UdpAnnounceRequest):
@@ -529,12 +529,12 @@ def _encode_udp(msg: UdpMessage) -> bytes:
         v4, v6 = encode_compact_peers(msg.peers)
         if v4 and v6:
             raise TrackerProtocolError("a UDP announce response holds IPv4 or IPv6 peers, not both")
-        return _ANNOUNCE_RESP.pack(ACTION_ANNOUNCE, msg.transaction_id, msg.interval,
+        return UDP_ANNOUNCE_RESPONSE_HEAD.pack(ACTION_ANNOUNCE, msg.transaction_id, msg.interval,
                                    msg.leechers, msg.seeders) + v4 + v6
     if isinstance(msg, UdpScrapeRequest):
         for h in msg.info_hashes:
             _check_hash(h, "info_hash")
-        return _CONNECT.pack(msg.connection_id, ACTION_SCRAPE, msg.transaction_id) + b"".join(
+        return UDP_REQUEST_HEAD.pack(msg.connection_id, ACTION_SCRAPE, msg.transaction_id) + b"".join(
             msg.info_hashes)
     if isinstance(msg, UdpScrapeResponse):
         return _HEADER.pack(ACTION_SCRAPE, msg.transaction_id) + b"".join(
@@ -562,7 +562,7 @@ def decode_udp_request(data: bytes) -> UdpConnectRequest | UdpAnnounceRequest | 
     """What a UDP tracker receives. Extra bytes after an announce (BEP 41 options) are ignored."""
     if len(data) < 16:
         raise TrackerProtocolError(f"UDP request of {len(data)} bytes is shorter than 16")
-    connection_id, action, transaction_id = _CONNECT.unpack_from(data)
+    connection_id, action, transaction_id = UDP_REQUEST_HEAD.unpack_from(data)
     if action == ACTION_CONNECT:
         if connection_id != PROTOCOL_ID:
             raise TrackerProtocolError("connect request without the BEP 15 protocol id")
@@ -592,10 +592,10 @@ def decode_udp_response(
             raise TrackerProtocolError("UDP connect response shorter than 16 bytes")
         return UdpConnectResponse(transaction_id, int.from_bytes(data[8:16], "big"))
     if action == ACTION_ANNOUNCE:
-        if len(data) < _ANNOUNCE_RESP.size:
+        if len(data) < UDP_ANNOUNCE_RESPONSE_HEAD.size:
             raise TrackerProtocolError("UDP announce response shorter than 20 bytes")
-        _, _, interval, leechers, seeders = _ANNOUNCE_RESP.unpack_from(data)
-        peers = decode_compact_peers(data[_ANNOUNCE_RESP.size:], ipv6=ipv6)
+        _, _, interval, leechers, seeders = UDP_ANNOUNCE_RESPONSE_HEAD.unpack_from(data)
+        peers = decode_compact_peers(data[UDP_ANNOUNCE_RESPONSE_HEAD.size:], ipv6=ipv6)
         return UdpAnnounceResponse(transaction_id, interval, leechers, seeders, peers)
     if action == ACTION_SCRAPE:
         body = data[8:]

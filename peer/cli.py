@@ -11,7 +11,6 @@ import asyncio
 import dataclasses
 import logging
 import os
-import signal
 import sys
 from pathlib import Path
 from typing import NoReturn
@@ -22,7 +21,7 @@ from common.metainfo import (
     MIN_PIECE_LENGTH, Metainfo, MetainfoError, create_metainfo, load_metainfo, parse_metainfo,
 )
 from common.rates import format_bytes, parse_rate, parse_size
-from peer.client import Client, ClientConfig, ClientError, use_io_threads
+from peer.client import Client, ClientConfig, ClientError, daemon_loop_setup, wait_any
 from peer.progress import ProgressReporter
 from peer.storage import StorageError
 from peer.torrent import Torrent, TorrentError
@@ -217,10 +216,7 @@ def _describe(exc: BaseException) -> str:
 async def _session(meta: Metainfo, root: Path, config: ClientConfig, *, seed: bool, mode: str,
                    gate: Path | None = None) -> int:
     loop = asyncio.get_running_loop()
-    use_io_threads(loop)
-    stop = asyncio.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    stop = daemon_loop_setup()
     client = Client(config)
     await client.start()
     click.echo(f"swarm-peer: listening on port {client.port}", err=False)
@@ -246,10 +242,10 @@ async def _session(meta: Metainfo, root: Path, config: ClientConfig, *, seed: bo
         sys.stdout.flush()
         if seed and not stop.is_set():
             if torrent.announcers:  # say "seeding" once the tracker knows, so peers find us
-                await _wait_any(torrent.announced.wait(), stop.wait(), timeout=10)
+                await wait_any(torrent.announced.wait(), stop.wait(), timeout=10)
             click.echo(f"seeding {meta.name} on port {client.port}; Ctrl-C to stop")
             sys.stdout.flush()
-            await _wait_any(stop.wait(), torrent.failed.wait())
+            await wait_any(stop.wait(), torrent.failed.wait())
             if torrent.error:
                 click.echo(f"swarm-peer: error: {torrent.error}", err=True)
                 return 2
@@ -264,17 +260,8 @@ async def _session(meta: Metainfo, root: Path, config: ClientConfig, *, seed: bo
 async def _watch(torrent: Torrent, progress: ProgressReporter, stop: asyncio.Event) -> None:
     while not (torrent.complete.is_set() or torrent.failed.is_set() or stop.is_set()):
         progress.update(torrent.status())
-        await _wait_any(torrent.complete.wait(), torrent.failed.wait(), stop.wait(), timeout=1.0)
+        await wait_any(torrent.complete.wait(), torrent.failed.wait(), stop.wait(), timeout=1.0)
     progress.update(torrent.status(), force=True)
-
-
-async def _wait_any(*coros, timeout: float | None = None) -> None:
-    tasks = [asyncio.ensure_future(c) for c in coros]
-    try:
-        await asyncio.wait(tasks, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for t in tasks:
-            t.cancel()
 
 
 @main.command()

@@ -10,6 +10,7 @@ import asyncio
 import logging
 import os
 import random
+import signal
 import string
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -33,6 +34,30 @@ def use_io_threads(loop: asyncio.AbstractEventLoop, threads: int = 16) -> None:
     """Pieces are hashed, written and read in threads; asyncio's default pool has only 6,
     which starves a daemon with many active torrents."""
     loop.set_default_executor(ThreadPoolExecutor(max_workers=threads, thread_name_prefix="swarm-io"))
+
+
+def daemon_loop_setup() -> asyncio.Event:
+    """The first call of a daemon's coroutine (get, seed, share): I/O threads for pieces,
+    and an Event that SIGINT or SIGTERM sets, for a clean stop."""
+    loop = asyncio.get_running_loop()
+    use_io_threads(loop)
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except NotImplementedError:  # Windows: Ctrl-C arrives as KeyboardInterrupt instead
+            pass
+    return stop
+
+
+async def wait_any(*aws, timeout: float | None = None) -> None:
+    """Until the first of these awaitables finishes (or the timeout); the others are cancelled."""
+    tasks = [asyncio.ensure_future(a) for a in aws]
+    try:
+        await asyncio.wait(tasks, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in tasks:
+            t.cancel()
 
 
 def make_peer_id(rng: random.Random | None = None) -> bytes:

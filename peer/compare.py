@@ -38,7 +38,7 @@ from pathlib import Path
 import click
 
 from common.metainfo import MIN_PIECE_LENGTH, create_metainfo
-from common.rates import format_bytes, format_rate, parse_rate, parse_size
+from common.rates import format_bytes, format_rate
 from peer.processes import LocalProcess, sha1_file, stop_all, wait_for_line
 
 MODES = ("central", "p2p", "hybrid")
@@ -283,21 +283,14 @@ def _parse_counts(text: str | None, default: int) -> list[int]:
     return sorted(set(counts))
 
 
-def _rate(value) -> float | None:
-    """A click RATE value, or a string; 0 and None mean unlimited."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        try:
-            value = parse_rate(value)
-        except ValueError as exc:
-            raise CompareError(str(exc)) from None
-    return float(value) or None
+def _rate(value: int | None) -> float | None:
+    """0 and None mean unlimited."""
+    return float(value) if value else None
 
 
-def run_compare(file: Path | None = None, peers: int = 8, upload_limit=4 * 1024 * 1024,
-                server_upload_limit=None, download_limit=None, modes: str = "central,p2p",
-                sweep: str | None = None, size: str | int = "32MiB",
+def run_compare(file: Path | None = None, peers: int = 8, upload_limit: int | None = 4 * 1024 * 1024,
+                server_upload_limit: int | None = None, download_limit: int | None = None,
+                modes: str = "central,p2p", sweep: str | None = None, size: int = 32 * 1024 * 1024,
                 out_dir: Path | str = "compare-results", model_only: bool = False,
                 timeout: float = 600.0, keep_logs: bool = False, piece_length: int = PIECE_LENGTH,
                 echo=click.echo) -> bool:
@@ -310,10 +303,7 @@ def run_compare(file: Path | None = None, peers: int = 8, upload_limit=4 * 1024 
     if file is not None:
         file_size = Path(file).stat().st_size
     else:
-        try:
-            file_size = size if isinstance(size, int) else parse_size(str(size))
-        except ValueError as exc:
-            raise CompareError(f"--size: {exc}") from None
+        file_size = size
         if file_size < 1:
             raise CompareError("--size must be at least 1 byte")
     if piece_length < MIN_PIECE_LENGTH or piece_length & (piece_length - 1):

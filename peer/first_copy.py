@@ -5,8 +5,12 @@ them often pick the same piece from the seed within the same half second, before
 has announced it. In a rate-capped swarm the seed's upload is the scarce resource (the
 fluid bound is F / u_s), so each such collision costs the whole swarm time. Only the
 seed sees both requests. While it still has pieces nobody has asked for, it turns down
-(BEP 6 reject) a piece that another peer asked for within the last `window` seconds; the
-refused peer picks another piece, and gets this one from the first peer soon after.
+(BEP 6 reject) a piece that another peer asked for within the last `window` seconds (each
+of that peer's requests for the piece restarts the window, so it lasts as long as the
+piece is on its way and a while after, for the piece to start spreading); the refused
+peer picks another piece, and gets this one from the first peer soon after. compare at
+N = 32: a 2 s window 1.25-1.26 of the bound, 0.5 s 1.27-1.33. The refused peer asks the
+seed again a quarter of a second later (peer.torrent), so it never idles for long.
 
 Once every piece has been asked for at least once, nothing is refused: from then on
 repeats are the endgame and peers catching up, which a seed should serve.

@@ -17,7 +17,7 @@ API (peers are opaque hashable keys, e.g. connection objects; blocks are
     picker.block_received(p, i, begin) -> list[peer]   # others to Cancel (endgame duplicates)
     picker.requests_dropped(p, blocks)   # choked / rejected / snubbed: those blocks are free again
     picker.peer_refused(p, i)            # p rejected i while unchoking us: ask it for i again
-    picker.forget_refusals()             #   only after this (the torrent calls it each second)
+    picker.forget_refusals()             #   only after this (the torrent calls it 4 times a second)
     picker.peer_lost(p)                  # free every block in flight to p (keeps what it has)
     picker.piece_complete(i) -> bool     # every block of i has arrived: hash it now
     picker.mark_have(i)                  # the hash matched

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 from pathlib import Path
 from typing import Callable, NamedTuple, Sequence
 
 from common.metainfo import Metainfo, MetainfoError, create_metainfo, load_metainfo, parse_metainfo
 from common.rates import format_bytes
-from peer.client import Client, ClientConfig, use_io_threads
+from peer.client import Client, ClientConfig, daemon_loop_setup, wait_any
 
 
 class ShareError(Exception):
@@ -110,14 +109,7 @@ async def run_share(paths: Sequence[str | os.PathLike], trackers: Sequence[str],
                     torrents_dir: str | os.PathLike, config: ClientConfig,
                     echo: Callable[[str], None] = print) -> int:
     """The `share` command's daemon: seed until SIGINT/SIGTERM; exit status 2 on a disk error."""
-    loop = asyncio.get_running_loop()
-    use_io_threads(loop)
-    stop = asyncio.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
-            loop.add_signal_handler(sig, stop.set)
-        except NotImplementedError:  # Windows: Ctrl-C arrives as KeyboardInterrupt instead
-            pass
+    stop = daemon_loop_setup()
     client = Client(config)
     await client.start()
     echo(f"swarm-peer: listening on port {client.port}")
@@ -135,10 +127,7 @@ async def run_share(paths: Sequence[str | os.PathLike], trackers: Sequence[str],
         echo(f"seeding {len(shared)} torrent{'s' if len(shared) != 1 else ''} on port {client.port};"
              " Ctrl-C to stop")
         torrents = [client.torrents[item.info_hash] for item in shared]
-        waits = [asyncio.ensure_future(stop.wait())] + [asyncio.ensure_future(t.failed.wait()) for t in torrents]
-        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-        for w in waits:
-            w.cancel()
+        await wait_any(stop.wait(), *(t.failed.wait() for t in torrents))
         errors = [f"{t.meta.name}: {t.error}" for t in torrents if t.error]
         for line in errors:
             echo(f"swarm-peer: error: {line}")

@@ -533,10 +533,10 @@ class Torrent:
             # Four times a second: a fast link's pipeline deepens within its first second
             # (from 32 blocks; waiting a whole second cost 0.3 s of a 1 GiB transfer).
             self._adapt_pipelines()
+            if self.picker.forget_refusals():   # a refused piece is asked again 0-0.25 s later
+                self._refill_all()
             if now - last_check >= 1.0:
                 last_check = now
-                if self.picker.forget_refusals():
-                    self._refill_all()
                 self._check_unobtainable()
             try:
                 await asyncio.wait_for(self._rechoke_event.wait(), timeout=0.25)
