@@ -88,6 +88,8 @@ class PeerConnection(asyncio.Protocol):
         self.max_inflight = 32                          # grows with the measured rate
         self.peer_reqq = DEFAULT_PEER_REQQ
         self.queued: collections.deque[Block] = collections.deque()  # their requests to us
+        self.refused: dict[tuple[int, int], float] = {}   # as a seed: blocks we turned down, when
+        self.ignores_refusals = False       # it asked for one again at once (Torrent.is_repeat)
         self._outbox: list[Block] = []                  # our requests not yet written
         self.requests_while_choked = 0
         self._serving = False
@@ -352,7 +354,7 @@ class PeerConnection(asyncio.Protocol):
             return
         if len(self.queued) >= 2 * OUR_REQQ:
             raise ProtocolError(f"request flood: more than {2 * OUR_REQQ} queued")
-        if torrent.is_repeat(self, index) and self.fast:
+        if self.fast and torrent.is_repeat(self, index, begin):
             self.send(RejectRequest(index, begin, length))   # another peer is fetching it
             return
         self.queued.append((index, begin, length))

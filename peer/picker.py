@@ -16,8 +16,8 @@ API (peers are opaque hashable keys, e.g. connection objects; blocks are
     picker.pick(p, max_blocks) -> list[block]    # what to request from p now (marked in flight)
     picker.block_received(p, i, begin) -> list[peer]   # others to Cancel (endgame duplicates)
     picker.requests_dropped(p, blocks)   # choked / rejected / snubbed: those blocks are free again
-    picker.peer_refused(p, i)            # p rejected i while unchoking us: ask it for i again
-    picker.forget_refusals()             #   only after this (the torrent calls it 4 times a second)
+    picker.peer_refused(p, i, now)       # p rejected i while unchoking us: ask it for i again
+    picker.forget_refusals(now, age)     #   only once the refusal is `age` seconds old
     picker.peer_lost(p)                  # free every block in flight to p (keeps what it has)
     picker.piece_complete(i) -> bool     # every block of i has arrived: hash it now
     picker.mark_have(i)                  # the hash matched
@@ -97,7 +97,7 @@ class PiecePicker:
         self._peer_count: dict[Peer, int] = {}     # pieces the peer has
         self._useful: dict[Peer, int] = {}         # pieces the peer has that we lack
         self._inflight: dict[Peer, dict[int, set[int]]] = {}  # peer -> piece -> block numbers
-        self._refused: dict[Peer, set[int]] = {}   # pieces a peer turned down (a seed's first copy)
+        self._refused: dict[Peer, dict[int, float]] = {}   # pieces a peer turned down, when
         self._max_open = max(4, OPEN_BYTES_BUDGET // max(1, piece_length))
 
     # -- sizes ---------------------------------------------------------------------
@@ -196,7 +196,7 @@ class PiecePicker:
         for index in list(mine):                                       # (1)
             if len(out) >= max_blocks:
                 return out
-            if index in self._with_free:
+            if index in self._with_free and bits[index]:   # (not a piece it refused us)
                 self._take(peer, index, max_blocks, out)
         for index in list(self._with_free):                            # (2)
             if len(out) >= max_blocks:
@@ -353,15 +353,24 @@ class PiecePicker:
             if begin % self.block_size == 0:
                 self._unrequest(peer, index, begin // self.block_size)
 
-    def peer_refused(self, peer: Peer, index: int) -> None:
+    def peer_refused(self, peer: Peer, index: int, now: float) -> None:
         if peer in self._peers:
-            self._refused.setdefault(peer, set()).add(index)
+            self._refused.setdefault(peer, {})[index] = now
 
-    def forget_refusals(self) -> bool:
-        """Ask refusing peers again from now on; True if there were any (time to pick)."""
-        had = bool(self._refused)
-        self._refused.clear()
-        return had
+    def forget_refusals(self, now: float, age: float) -> bool:
+        """Ask again for pieces refused `age` seconds ago or more; True if any (time to pick).
+
+        By age, not all at once: a seed tells a peer that asks again right away (which
+        ignores the hint) from one that asked elsewhere first (peer.first_copy)."""
+        forgot = False
+        for peer, pieces in list(self._refused.items()):
+            old = [index for index, when in pieces.items() if now - when >= age]
+            for index in old:
+                del pieces[index]
+            if not pieces:
+                del self._refused[peer]
+            forgot = forgot or bool(old)
+        return forgot
 
     def peer_lost(self, peer: Peer) -> None:
         """Every request in flight to `peer` is void (choked without BEP 6, or gone)."""

@@ -37,6 +37,29 @@ async def test_a_seed_rejects_a_block_another_peer_just_asked_for(clients, tmp_p
         b.close()
 
 
+async def test_a_peer_that_asks_again_at_once_is_served_not_refused_forever(clients, tmp_path):
+    """aria2c asks for a rejected block again within a millisecond; rejecting it for as long
+    as the first copy lasts sent it 20,000 rejects a second. Asked again that fast, the
+    seed serves it, and serves it without refusals from then on."""
+    seed, torrent, meta, data = await start_seed(clients, tmp_path, size=4 * PIECE)
+    a, b = await bystander(seed.port, meta), await bystander(seed.port, meta)
+    try:
+        a.send(Request(1, 0, BLOCK))
+        assert isinstance(await answer(a, 1, 0), Piece)
+        b.send(Request(1, 0, BLOCK))
+        assert isinstance(await answer(b, 1, 0), RejectRequest)
+        b.send(Request(1, 0, BLOCK))                 # at once: it ignores the hint
+        got = await answer(b, 1, 0)
+        assert isinstance(got, Piece) and got.block == data[PIECE:PIECE + BLOCK]
+        a.send(Request(2, 0, BLOCK))
+        assert isinstance(await answer(a, 2, 0), Piece)
+        b.send(Request(2, BLOCK, BLOCK))             # another peer's piece: no refusal now
+        assert isinstance(await answer(b, 2, BLOCK), Piece)
+    finally:
+        a.close()
+        b.close()
+
+
 async def test_once_every_piece_was_asked_for_repeats_are_served(clients, tmp_path):
     seed, torrent, meta, data = await start_seed(clients, tmp_path, size=2 * PIECE)
     a, b = await bystander(seed.port, meta), await bystander(seed.port, meta)

@@ -269,13 +269,14 @@ def test_a_refused_piece_is_not_asked_of_that_peer_until_refusals_are_forgotten(
     first = pp.pick("S", 2)
     (index,) = set(indices(first))
     pp.requests_dropped("S", first)       # the seed rejected them while unchoking us
-    pp.peer_refused("S", index)
+    pp.peer_refused("S", index, 10.0)
     again = pp.pick("S", 6)
     assert index not in indices(again) and len(again) == 4
     if index == 0:
         assert indices(pp.pick("B", 2)) == [0, 0]     # another peer may still serve it
     pp.requests_dropped("S", again)
-    pp.forget_refusals()
+    assert not pp.forget_refusals(10.2, 0.25)     # too young
+    assert pp.forget_refusals(10.25, 0.25)
     assert index in indices(pp.pick("S", 6))
 
 
@@ -297,3 +298,14 @@ def test_a_piece_whose_requests_all_dropped_before_any_block_is_unstarted():
     half.block_received("B", 3, 0)
     half.requests_dropped("B", got[1:])   # one block arrived: still a started piece
     assert half.pick("A", 1) == [(3, BS, BS)]
+
+
+def test_a_refused_piece_still_in_flight_to_that_peer_is_not_topped_up_from_it():
+    # The seed rejected block 0 while blocks 1 and 2 were still on their way: the freed
+    # block must not go straight back to the same seed as "a piece it is fetching".
+    pp = picker(1, blocks_per_piece=4)
+    pp.add_peer("S", [0])
+    assert pp.pick("S", 3) == [(0, 0, BS), (0, BS, BS), (0, 2 * BS, BS)]
+    pp.requests_dropped("S", [(0, 0, BS)])
+    pp.peer_refused("S", 0, 1.0)
+    assert pp.pick("S", 4) == []
