@@ -89,8 +89,12 @@ class PeerConnection(asyncio.Protocol):
         self.peer_reqq = DEFAULT_PEER_REQQ
         self.queued: collections.deque[Block] = collections.deque()  # their requests to us
         self.refused: dict[tuple[int, int], float] = {}   # as a seed: blocks we turned down, when
-        self.ignores_refusals = False       # it asked for one again at once (Torrent.is_repeat)
+        self.ignores_refusals = False       # asked for one again at once, or no BEP 6 (is_repeat)
         self._outbox: list[Block] = []                  # our requests not yet written
+        # the shortest time from a request to its block: the round trip plus the least queue
+        # a peer ever made us wait (it sets how deep our pipeline must be, Torrent)
+        self.min_rtt = float("inf")
+        self._probe: tuple[Block, float] | None = None
         self.requests_while_choked = 0
         self._serving = False
         self._write_ready = asyncio.Event()
@@ -220,7 +224,9 @@ class PeerConnection(asyncio.Protocol):
         still = [b for b in blocks if b in self.inflight]  # not cancelled meanwhile
         if still and not self.closed and self.transport is not None:
             self.transport.write(wire.encode_requests(still))
-            self.last_sent = self.loop.time()
+            now = self.last_sent = self.loop.time()
+            if self._probe is None or now - self._probe[1] > 10.0:
+                self._probe = (still[0], now)     # one block timed at a time (min_rtt)
 
     def cancel(self, block: Block) -> None:
         if block in self.inflight:
@@ -313,6 +319,7 @@ class PeerConnection(asyncio.Protocol):
             raise ProtocolError("connected to ourselves")
         self.peer_id = hs.peer_id
         self.fast = wire.supports_fast(hs.reserved)
+        self.ignores_refusals = not self.fast   # no BEP 6: a request cannot be refused
         self.extended = wire.supports_extended(hs.reserved)
         if not self.outgoing:
             if not self.torrent.accept_incoming(self):
@@ -354,7 +361,7 @@ class PeerConnection(asyncio.Protocol):
             return
         if len(self.queued) >= 2 * OUR_REQQ:
             raise ProtocolError(f"request flood: more than {2 * OUR_REQQ} queued")
-        if self.fast and torrent.is_repeat(self, index, begin):
+        if torrent.is_repeat(self, index, begin):
             self.send(RejectRequest(index, begin, length))   # another peer is fetching it
             return
         self.queued.append((index, begin, length))
@@ -371,8 +378,12 @@ class PeerConnection(asyncio.Protocol):
         if (not 0 <= msg.index < meta.num_pieces or msg.begin % wire.BLOCK_SIZE
                 or msg.begin + n > meta.piece_size(msg.index)):
             raise ProtocolError(f"block {msg.begin}+{n} of piece {msg.index} is not in the torrent")
-        self.inflight.discard((msg.index, msg.begin, n))
+        block = (msg.index, msg.begin, n)
+        self.inflight.discard(block)
         now = self.loop.time()
+        if self._probe is not None and self._probe[0] == block:
+            self.min_rtt = min(self.min_rtt, now - self._probe[1])
+            self._probe = None
         self.download.add(n, now)
         self.last_block_at = now
         assert self.torrent is not None

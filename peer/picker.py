@@ -171,6 +171,9 @@ class PiecePicker:
     def peer_is_seed(self, peer: Peer) -> bool:
         return self._peer_count.get(peer, 0) == self.num_pieces
 
+    def pieces_of(self, peer: Peer) -> int:
+        return self._peer_count.get(peer, 0)
+
     def peer_holds(self, peer: Peer, index: int) -> bool:
         bits = self._peers.get(peer)
         return bits is not None and bits[index] == 1

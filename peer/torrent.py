@@ -343,24 +343,34 @@ class Torrent:
         """As a seed: another peer asked for this piece moments ago, and some pieces nobody
         has asked for yet remain (peer.first_copy).
 
-        Only for peers that take a refusal as a hint: one that asks for a refused block
-        again within REASK_SECONDS (aria2c did: it got 20,000 rejects a second in a mixed
-        swarm) is served from then on; a swarm peer waits REFUSAL_SECONDS."""
+        Never refused: a peer close to done (its last pieces are what it waits for), and a
+        peer that asks for a refused block again within REASK_SECONDS (aria2c did: it got
+        20,000 rejects a second in a mixed swarm). A swarm peer waits REFUSAL_SECONDS."""
         guard = self._first_copy
         if guard is None:
             if not self.is_seed:
                 return False
             guard = self._first_copy = FirstCopy(self.meta.num_pieces)
-        if not guard.fresh or conn.ignores_refusals:
+        if not guard.fresh:
             return False
         now = self.loop.time()
+        lacking = self.num_pieces - self.picker.pieces_of(conn)
+        if conn.ignores_refusals or lacking <= max(1, self.num_pieces // 64):
+            guard.note(conn, index, now)
+            return False
         if guard.admit(conn, index, now):
             return False
-        last = conn.refused.get((index, begin))
+        refused = conn.refused
+        last = refused.get((index, begin))
         if last is not None and now - last < REASK_SECONDS:
             conn.ignores_refusals = True
+            refused.clear()
+            guard.note(conn, index, now)
             return False
-        conn.refused[(index, begin)] = now
+        if len(refused) >= 1024:      # only the last REASK_SECONDS matter
+            for block in [b for b, when in refused.items() if now - when >= REASK_SECONDS]:
+                del refused[block]
+        refused[(index, begin)] = now
         return True
 
     def has_piece(self, index: int) -> bool:
@@ -574,14 +584,16 @@ class Torrent:
             conn.set_choking(conn not in unchoke)
 
     def _adapt_pipelines(self) -> None:
-        """Keep about 0.2 s of data in flight per peer, at least 8 blocks: enough to cover a
-        LAN's round trip, and under a rate cap a deeper queue at a seed only widens the
-        window for two peers to fetch the same piece (compare N = 32: 1.40 of the bound
-        with 0.5 s, 1.26-1.29 with 0.2 s)."""
+        """Keep about 0.2 s of data in flight per peer, or twice the round trip on a slower
+        path, and at least 8 blocks. Under a rate cap a deeper queue at a seed only widens
+        the window for two peers to fetch the same piece (compare N = 32: 1.40 of the bound
+        with 0.5 s, 1.26-1.29 with 0.2 s); but a fixed 0.2 s would hold a 300 ms path to
+        half a megabyte a second, since the rate it is sized by is what it allows."""
         now = self.loop.time()
         for conn in self.connections:
             rate = max(conn.download.rate(now), conn.download.early_rate(now))
-            conn.max_inflight = max(8, min(500, int(rate * 0.2 / wire.BLOCK_SIZE) + 4))
+            seconds = 0.2 if conn.min_rtt == float("inf") else max(0.2, 2 * conn.min_rtt)
+            conn.max_inflight = max(8, min(500, int(rate * seconds / wire.BLOCK_SIZE) + 4))
 
 
 def _resume_reading(conn: PeerConnection) -> None:

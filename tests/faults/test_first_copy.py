@@ -60,6 +60,30 @@ async def test_a_peer_that_asks_again_at_once_is_served_not_refused_forever(clie
         b.close()
 
 
+async def test_a_peer_missing_only_its_last_piece_is_never_refused(clients, tmp_path):
+    """Its last piece is all it waits for: refusing it would only make the swarm's slowest
+    peer later (and a seed that restarted may never see a first ask of every piece)."""
+    from common.wire import Bitfield, HaveAll, bitfield_from_indices
+    from tests.faults.hostile_peer import HostilePeer
+
+    seed, torrent, meta, data = await start_seed(clients, tmp_path, size=4 * PIECE)
+    a = await bystander(seed.port, meta)
+    b = await HostilePeer.connect(seed.port)
+    try:
+        await b.handshake(meta.info_hash)
+        await b.expect(HaveAll)
+        b.send(Bitfield(bitfield_from_indices([0, 2, 3], meta.num_pieces)))
+        await b.become_unchoked()
+        a.send(Request(1, 0, BLOCK))
+        assert isinstance(await answer(a, 1, 0), Piece)
+        b.send(Request(1, 0, BLOCK))
+        got = await answer(b, 1, 0)
+        assert isinstance(got, Piece) and got.block == data[PIECE:PIECE + BLOCK]
+    finally:
+        a.close()
+        b.close()
+
+
 async def test_once_every_piece_was_asked_for_repeats_are_served(clients, tmp_path):
     seed, torrent, meta, data = await start_seed(clients, tmp_path, size=2 * PIECE)
     a, b = await bystander(seed.port, meta), await bystander(seed.port, meta)

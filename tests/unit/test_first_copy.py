@@ -39,3 +39,18 @@ def test_a_refused_ask_does_not_count_as_an_ask():
     assert fc.admit(B, 0, now=2.0)             # 2 s after A's ask, not after B's refusal
     assert fc.fresh == 1
 
+
+
+def test_the_window_runs_from_the_first_ask_so_a_slow_asker_holds_nothing_for_long():
+    fc = FirstCopy(4, window=2.0)
+    assert fc.admit(A, 0, now=0.0)
+    for tick in range(1, 8):
+        assert fc.admit(A, 0, now=tick * 0.5)  # a slow peer, one block every half second
+    assert fc.admit(B, 0, now=2.0)             # 2 s after A's first ask: served
+
+
+def test_a_noted_request_counts_as_an_ask():
+    fc = FirstCopy(2, window=2.0)
+    fc.note(A, 0, now=0.0)                     # served without asking the window (no BEP 6)
+    assert fc.fresh == 1
+    assert not fc.admit(B, 0, now=1.0)
