@@ -20,14 +20,18 @@ async def answer(peer, index: int, begin: int):
                 return msg
 
 
+async def a_fetches_and_b_is_refused(a, b) -> None:
+    a.send(Request(1, 0, BLOCK))
+    assert isinstance(await answer(a, 1, 0), Piece)
+    b.send(Request(1, 0, BLOCK))
+    assert isinstance(await answer(b, 1, 0), RejectRequest)
+
+
 async def test_a_seed_rejects_a_block_another_peer_just_asked_for(clients, tmp_path):
     seed, torrent, meta, data = await start_seed(clients, tmp_path, size=4 * PIECE)
     a, b = await bystander(seed.port, meta), await bystander(seed.port, meta)
     try:
-        a.send(Request(1, 0, BLOCK))
-        assert isinstance(await answer(a, 1, 0), Piece)
-        b.send(Request(1, 0, BLOCK))
-        assert isinstance(await answer(b, 1, 0), RejectRequest)
+        await a_fetches_and_b_is_refused(a, b)
         b.send(Request(2, 0, BLOCK))             # one nobody has asked for: served
         got = await answer(b, 2, 0)
         assert isinstance(got, Piece) and got.block == data[2 * PIECE:2 * PIECE + BLOCK]
@@ -44,10 +48,7 @@ async def test_a_peer_that_asks_again_at_once_is_served_not_refused_forever(clie
     seed, torrent, meta, data = await start_seed(clients, tmp_path, size=4 * PIECE)
     a, b = await bystander(seed.port, meta), await bystander(seed.port, meta)
     try:
-        a.send(Request(1, 0, BLOCK))
-        assert isinstance(await answer(a, 1, 0), Piece)
-        b.send(Request(1, 0, BLOCK))
-        assert isinstance(await answer(b, 1, 0), RejectRequest)
+        await a_fetches_and_b_is_refused(a, b)
         b.send(Request(1, 0, BLOCK))                 # at once: it ignores the hint
         got = await answer(b, 1, 0)
         assert isinstance(got, Piece) and got.block == data[PIECE:PIECE + BLOCK]
