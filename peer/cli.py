@@ -56,8 +56,16 @@ class _BytesType(click.ParamType):
             self.fail(str(exc), param, ctx)
 
 
+def _parse_piece_length(text: str) -> int:
+    length = parse_size(text)
+    if length < MIN_PIECE_LENGTH or length & (length - 1):
+        raise ValueError(f"must be a power of two of at least {MIN_PIECE_LENGTH}, got {text}")
+    return length
+
+
 RATE = _BytesType("RATE", parse_rate)
 SIZE = _BytesType("SIZE", parse_size)
+PIECE_LENGTH = _BytesType("SIZE", _parse_piece_length)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -71,7 +79,7 @@ def main(verbose: int) -> None:
 @main.command()
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--tracker", "-t", "trackers", multiple=True, help="Announce URL (repeat for more tiers).")
-@click.option("--piece-length", type=SIZE, default=None,
+@click.option("--piece-length", type=PIECE_LENGTH, default=None,
               help="Bytes per piece, a power of two (e.g. 256KiB); default by size.")
 @click.option("--web-seed", "web_seeds", multiple=True, help="HTTP URL of the same data (BEP 19 url-list).")
 @click.option("--comment", default=None)
@@ -81,8 +89,6 @@ def create(path: Path, trackers, piece_length, web_seeds, comment, output) -> No
     """Make a .torrent for a file or a folder."""
     if not path.exists():
         fail(f"{path}: no such file or folder")
-    if piece_length is not None and (piece_length < MIN_PIECE_LENGTH or piece_length & (piece_length - 1)):
-        fail(f"--piece-length must be a power of two of at least {MIN_PIECE_LENGTH}")
     try:
         data = create_metainfo(path, list(trackers), piece_length=piece_length,
                                web_seeds=list(web_seeds), comment=comment)
@@ -289,7 +295,8 @@ def demo(peers: int, path: Path | None, workdir: Path | None) -> None:
 @click.option("--modes", default="central,p2p", show_default=True, help="Comma list of central, p2p, hybrid.")
 @click.option("--sweep", default=None, help="Comma list of peer counts, e.g. 1,2,4,8,16,32.")
 @click.option("--size", type=SIZE, default="32MiB", show_default=True, help="Size of the generated file (no FILE).")
-@click.option("--piece-length", type=SIZE, default="256KiB", show_default=True, help="Piece length of the torrent.")
+@click.option("--piece-length", type=PIECE_LENGTH, default="256KiB", show_default=True,
+              help="Piece length of the torrent, a power of two.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("compare-results"),
               show_default=True, help="Folder for the table, JSON/CSV and charts.")
 @click.option("--model-only", is_flag=True, help="Only compute the fluid-model bounds (any size, any N).")

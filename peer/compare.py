@@ -37,7 +37,7 @@ from pathlib import Path
 
 import click
 
-from common.metainfo import MIN_PIECE_LENGTH, create_metainfo
+from common.metainfo import create_metainfo
 from common.rates import format_bytes, format_rate
 from peer.processes import LocalProcess, sha1_file, stop_all, wait_for_line
 
@@ -306,8 +306,6 @@ def run_compare(file: Path | None = None, peers: int = 8, upload_limit: int | No
         file_size = size
         if file_size < 1:
             raise CompareError("--size must be at least 1 byte")
-    if piece_length < MIN_PIECE_LENGTH or piece_length & (piece_length - 1):
-        raise CompareError(f"--piece-length must be a power of two of at least {MIN_PIECE_LENGTH}")
     out = Path(out_dir)
     if model_only:
         return _model_only(file_size, counts, mode_list, caps, out, echo)

@@ -168,11 +168,11 @@ class PiecePicker:
         self._refused.pop(peer, None)
         self._buckets.pop()  # always empty: no piece can have more peers than are left
 
-    def peer_is_seed(self, peer: Peer) -> bool:
-        return self._peer_count.get(peer, 0) == self.num_pieces
-
     def pieces_of(self, peer: Peer) -> int:
         return self._peer_count.get(peer, 0)
+
+    def peer_is_seed(self, peer: Peer) -> bool:
+        return self.pieces_of(peer) == self.num_pieces
 
     def peer_holds(self, peer: Peer, index: int) -> bool:
         bits = self._peers.get(peer)
