@@ -180,10 +180,12 @@ class SwarmRegistry:
         swarm, key, v6, _ = self._record(info_hash, peer_id, ip, port, left, event, now)
         if swarm is None:
             return 0, 0, b""
-        seeders, leechers = swarm.seeders, swarm.leechers
+        s4, l4, s6, l6 = swarm.seeders4, swarm.leechers4, swarm.seeders6, swarm.leechers6
+        seeders, leechers = len(s4.keys) + len(s6.keys), len(l4.keys) + len(l6.keys)
         if event == "stopped":
             return seeders, leechers, b""
-        return seeders, leechers, _packed(self._pick(swarm.lists(v6), key, self._numwant(numwant), left == 0))
+        lists = (s6, l6) if v6 else (s4, l4)
+        return seeders, leechers, _packed(self._pick(lists, key, self._numwant(numwant), left == 0))
 
     def _announce_both(self, req: AnnounceRequest, ip: str,
                        now: float) -> tuple[AnnounceResponse, _Runs, _Runs]:
@@ -298,16 +300,19 @@ class SwarmRegistry:
             return []
         if n >= available:                 # small swarm: everyone but me, in at most 3 runs
             # (not through the span arithmetic below: 10 % more UDP announces a second)
-            size2 = total - size1
-            if mine is None:
-                runs = [(first, 0, size1), (second, 0, size2)] if size2 else [(first, 0, size1)]
-            elif mine < size1:
-                runs = [(first, 0, mine), (first, mine + 1, size1)]
-                if size2:
-                    runs.append((second, 0, size2))  # type: ignore[arg-type]
+            runs: _Runs = []
+            if mine is None or mine >= size1:
+                if size1:
+                    runs.append((first, 0, size1))
             else:
-                runs = [(first, 0, size1), (second, 0, mine - size1), (second, mine - size1 + 1, size2)]
-            return [r for r in runs if r[2] > r[1]]  # type: ignore[misc]
+                _all_but(runs, first, size1, mine)
+            size2 = total - size1
+            if size2:
+                if mine is None or mine < size1:
+                    runs.append((second, 0, size2))  # type: ignore[arg-type]
+                else:
+                    _all_but(runs, second, size2, mine - size1)  # type: ignore[arg-type]
+            return runs
         start = int(self._rng.random() * total)
         length = n
         if mine is not None and (mine - start) % total < n:
@@ -327,7 +332,7 @@ class SwarmRegistry:
                 else:
                     cut.append((lo, hi))
             spans = cut
-        runs: _Runs = []
+        runs = []
         for lo, hi in spans:
             if lo < size1:
                 runs.append((first, lo, min(hi, size1)))
@@ -388,8 +393,19 @@ class SwarmRegistry:
                 for a in peers.addrs(0, len(peers))]
 
 
+def _all_but(runs: _Runs, lst: _PeerList, size: int, mine: int) -> None:
+    """Add the runs of positions 0..size of `lst` without `mine` (no empty run)."""
+    if mine:
+        runs.append((lst, 0, mine))
+    if mine + 1 < size:
+        runs.append((lst, mine + 1, size))
+
+
 def _packed(runs: _Runs) -> bytes:
     if len(runs) == 1:
         lst, start, stop = runs[0]
         return bytes(lst.packed[start * lst.stride:stop * lst.stride])
-    return b"".join([lst.packed[start * lst.stride:stop * lst.stride] for lst, start, stop in runs])
+    parts = []     # (a loop, not a comprehension: no function object per announce)
+    for lst, start, stop in runs:
+        parts.append(lst.packed[start * lst.stride:stop * lst.stride])
+    return b"".join(parts)
