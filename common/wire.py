@@ -18,6 +18,7 @@ from typing import Iterable, Union
 
 __all__ = [
     "ProtocolError", "HANDSHAKE_LEN", "BLOCK_SIZE", "MAX_REQUEST", "DEFAULT_MAX_FRAME",
+    "RECEIVE_MIN", "RECEIVE_MAX",
     "PROTOCOL_NAME", "Handshake", "KeepAlive", "Choke", "Unchoke", "Interested",
     "NotInterested", "Have", "Bitfield", "Request", "Piece", "Cancel", "Port", "SuggestPiece",
     "HaveAll", "HaveNone", "RejectRequest", "AllowedFast", "Extended", "Message",
@@ -38,6 +39,8 @@ MAX_REQUEST = 128 * 1024     # larger requests are refused by all mainstream cli
 # A frame's length prefix may not exceed this: a 1 MiB payload (a bitfield for 8M pieces,
 # or a generous extended message) plus the 13 bytes of a piece header.
 DEFAULT_MAX_FRAME = (1 << 20) + 13
+RECEIVE_MIN = 32 * 1024      # a connection's receive buffer starts at this size ...
+RECEIVE_MAX = 256 * 1024     # ... and grows up to this while reads keep filling it
 
 _HANDSHAKE_PREFIX = bytes([len(PROTOCOL_NAME)]) + PROTOCOL_NAME
 
@@ -259,18 +262,28 @@ def encode(msg: Message | Handshake) -> bytes:
 # Decoding
 
 class WireDecoder:
-    """Turns a byte stream from one peer into messages; feed it chunks of any size.
+    """Turns a byte stream from one peer into messages.
+
+    Two ways in. `feed(chunk)` takes chunks of any size and returns messages that own
+    their bytes. For an `asyncio.BufferedProtocol`, `get_buffer()` and `received(n)` let
+    the socket read straight into the decoder's buffer: a downloaded block is then copied
+    once, from there into its piece, instead of also into a fresh `bytes` per read.
 
     `max_frame` bounds the length prefix (checked before any body byte is buffered, so a peer
     cannot make us allocate gigabytes); `max_request` bounds Request/Cancel/Reject lengths.
     After a ProtocolError the stream is unrecoverable and the decoder must be discarded.
     """
 
-    __slots__ = ("_buf", "_want_handshake", "_max_frame", "_max_request")
+    __slots__ = ("_rx", "_start", "_end", "_offered", "_grow", "_want_handshake", "_max_frame",
+                 "_max_request")
 
     def __init__(self, *, handshake: bool = True, max_frame: int = DEFAULT_MAX_FRAME,
                  max_request: int = MAX_REQUEST) -> None:
-        self._buf = bytearray()          # holds at most one incomplete frame (or the handshake)
+        # _rx[_start:_end] is an incomplete unit (the handshake or one frame) held back
+        self._rx = bytearray(RECEIVE_MIN)
+        self._start = self._end = 0
+        self._offered = 0                # free bytes the last get_buffer() handed out
+        self._grow = False               # the last read filled them: a fast sender
         self._want_handshake = handshake
         self._max_frame = max_frame
         self._max_request = max_request
@@ -278,47 +291,73 @@ class WireDecoder:
     @property
     def buffered(self) -> int:
         """Bytes of an incomplete frame held back until the rest arrives."""
-        return len(self._buf)
+        return self._end - self._start
+
+    def get_buffer(self) -> memoryview:
+        """Where the next bytes go; write some into it, then call `received` with how many.
+
+        The buffer doubles (up to RECEIVE_MAX) after a read that filled it, so a fast link
+        gets big reads and an idle connection keeps a small buffer. It also grows to fit a
+        frame bigger than itself (a large bitfield), and shrinks back once that is parsed.
+        """
+        rx, start, end = self._rx, self._start, self._end
+        size = len(rx)
+        if self._grow or size - end < RECEIVE_MIN // 4:
+            pending = end - start
+            want = max(2 * size if self._grow else size, self._unit_size())
+            if want > size:
+                grown = bytearray(want)
+                grown[:pending] = rx[start:end]
+                self._rx = rx = grown
+            elif start:
+                rx[:pending] = rx[start:end]       # at most one frame's bytes move
+            self._start, self._end = 0, pending
+            end = pending
+            self._grow = False
+        self._offered = len(rx) - end
+        return memoryview(rx)[end:]
+
+    def received(self, nbytes: int) -> list[Handshake | Message]:
+        """The messages completed by `nbytes` new bytes in the last `get_buffer()`.
+
+        Piece blocks are views into the decoder's buffer, valid until the next
+        `get_buffer()`: use (copy) them before reading again.
+        """
+        self._grow = nbytes >= self._offered and len(self._rx) < RECEIVE_MAX
+        self._end += nbytes
+        out: list[Handshake | Message] = []
+        pos = self._parse(memoryview(self._rx), self._start, self._end, out)
+        if pos == self._end:
+            self._start = self._end = 0
+            if len(self._rx) > RECEIVE_MAX:          # a big frame is done with
+                self._rx = bytearray(RECEIVE_MAX)
+        else:
+            self._start = pos
+        return out
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[Handshake | Message]:
         """Return every message completed by `data`, in order; ProtocolError on bad input."""
         out: list[Handshake | Message] = []
         view = memoryview(data)
-        end = view.nbytes
-        pos = 0
-        buf = self._buf
-        # Slow path: top up the one pending frame with just the bytes it still lacks.
-        while buf and pos < end:
-            need = self._pending_size() - len(buf)
-            take = min(need, end - pos)
-            buf += view[pos:pos + take]
-            pos += take
-            if len(buf) == self._pending_size():
-                with memoryview(buf) as pending:
-                    self._parse(pending, 0, len(buf), out, False)
-                buf.clear()
-        # Fast path: whole frames straight out of the caller's chunk. When that chunk is
-        # immutable `bytes` (what a socket gives), Piece blocks are views into it: no copy.
-        if pos < end:
-            pos = self._parse(view, pos, end, out, type(data) is bytes)
-            if pos < end:
-                buf += view[pos:end]
+        pos, end = 0, view.nbytes
+        while pos < end:
+            space = self.get_buffer()
+            n = min(len(space), end - pos)
+            space[:n] = view[pos:pos + n]
+            for msg in self.received(n):
+                if type(msg) is Piece:       # blocks outlive the buffer: copy them out
+                    msg = Piece(msg.index, msg.begin, bytes(msg.block))
+                out.append(msg)
+            pos += n
         return out
 
-    def _pending_size(self) -> int:
-        """Size of the unit being buffered, or of the header needed to learn it."""
-        buf = self._buf
+    def _unit_size(self) -> int:
+        """Size of the incomplete unit at the front (its header was checked by _parse)."""
         if self._want_handshake:
-            _check_handshake_prefix(buf)
             return HANDSHAKE_LEN
-        if len(buf) < 4:
+        if self._end - self._start < 4:
             return 4
-        length = _U32.unpack_from(buf)[0]
-        if len(buf) >= 5:
-            self._check_header(length, buf[4])
-        elif length > self._max_frame:
-            raise ProtocolError(f"frame length {length} exceeds the limit of {self._max_frame}")
-        return 4 + length
+        return 4 + _U32.unpack_from(self._rx, self._start)[0]
 
     def _check_header(self, length: int, msg_id: int) -> None:
         """Reject a frame by its length prefix and id alone, before its body is buffered."""
@@ -338,7 +377,7 @@ class WireDecoder:
             raise ProtocolError(
                 f"{_NAMES[msg_id]} message needs at least {least} payload bytes, got {payload}")
 
-    def _parse(self, view: memoryview, pos: int, end: int, out: list, share: bool) -> int:
+    def _parse(self, view: memoryview, pos: int, end: int, out: list) -> int:
         """Append every complete unit in view[pos:end] to `out`; return where the rest starts.
 
         Headers of a trailing incomplete frame are validated too, so bad input fails early.
@@ -361,12 +400,11 @@ class WireDecoder:
             length, msg_id = unpack_len_id(view, pos)
             stop = pos + 4 + length
             if msg_id == PIECE and 9 <= length <= max_frame:
-                # The bulk of all traffic: checked inline, block shared or copied out once.
+                # The bulk of all traffic: checked inline, the block a view (no copy).
                 if stop > end:
                     return pos
                 index, begin = unpack_u32_u32(view, pos + 5)
-                block = view[pos + 13:stop]
-                append(Piece(index, begin, block if share else block.tobytes()))
+                append(Piece(index, begin, view[pos + 13:stop]))
                 pos = stop
                 continue
             if length == 0:

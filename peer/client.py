@@ -118,7 +118,7 @@ class Client:
             self.lsd = LocalDiscovery(self.port, self._lsd_found, interval=self.config.lsd_interval)
             await self.lsd.start()
 
-    def _accept(self) -> asyncio.Protocol:
+    def _accept(self) -> asyncio.BaseProtocol:
         if len(self._open) >= self.config.max_connections:
             return _Refuse()
         conn = PeerConnection(my_peer_id=self.peer_id, find_torrent=self.torrents.get,

@@ -5,8 +5,9 @@ flight to the peer and the peer's requests queued to us, flow control and timeou
 Every decision about *what* to request, whom to unchoke or whom to trust is made by
 the torrent (`peer/torrent.py`): the connection reports events to it and executes.
 
-It is an `asyncio.Protocol`, not a stream: `data_received` hands whole chunks to the
-decoder, so a 16 KiB block costs one parse and one copy, not a coroutine per message.
+It is an `asyncio.BufferedProtocol`, not a stream: the socket reads straight into the
+decoder's buffer (no `bytes` object per read), and a 16 KiB block costs one parse and
+one copy, into its piece, not a coroutine per message.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ WRITE_HIGH_WATER = 4 * 1024 * 1024
 _HINTS = (Extended, Port, KeepAlive, AllowedFast, SuggestPiece)
 
 
-class PeerConnection(asyncio.Protocol):
+class PeerConnection(asyncio.BufferedProtocol):
     """A peer on the other end of a socket; `torrent` is known once the handshake matched."""
 
     def __init__(
@@ -119,12 +120,15 @@ class PeerConnection(asyncio.Protocol):
             self._send_handshake()
         self._timer = self.loop.call_later(self.timeouts.handshake, self._check_timeouts)
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self.decoder.get_buffer()
+
+    def buffer_updated(self, nbytes: int) -> None:
         if self.closed:
             return
         self.last_received = self.loop.time()
         try:
-            messages = self.decoder.feed(data)
+            messages = self.decoder.received(nbytes)   # blocks: views, copied by on_block
             for msg in messages:
                 if self.closed:
                     return
@@ -137,7 +141,7 @@ class PeerConnection(asyncio.Protocol):
             return
         torrent = self.torrent
         if torrent is not None and not self.closed:
-            torrent.throttle_download(self, len(data))
+            torrent.throttle_download(self, nbytes)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.closed:

@@ -6,6 +6,7 @@ import random
 
 import pytest
 
+from common import wire
 from common.wire import (
     BLOCK_SIZE, DEFAULT_MAX_FRAME, HANDSHAKE_LEN, MAX_REQUEST, AllowedFast, Bitfield, Cancel,
     Choke, Extended, Handshake, Have, HaveAll, HaveNone, Interested, KeepAlive, NotInterested,
@@ -196,16 +197,55 @@ def test_whole_frames_in_one_chunk_leave_nothing_buffered():
     decoder = WireDecoder(handshake=False)
     got = decoder.feed(data)
     assert [p.block[0] for p in got] == list(range(8))
-    # a socket's immutable bytes chunk is shared, not copied: blocks are views into it
-    assert all(type(p.block) is memoryview and p.block.obj is data for p in got)
     assert decoder.buffered == 0
 
 
-def test_blocks_from_a_mutable_chunk_are_copied():
-    data = bytearray(encode(Piece(1, 0, b"\x07" * 100)))
-    got = WireDecoder(handshake=False).feed(data)
-    data[20] = 0  # the caller reuses its buffer
-    assert type(got[0].block) is bytes and got[0].block == b"\x07" * 100
+def test_fed_blocks_own_their_bytes():
+    data = bytearray(encode(Piece(1, 0, b"\x07" * 100)) + encode(Piece(1, 100, b"\x08" * 100)))
+    decoder = WireDecoder(handshake=False)
+    got = decoder.feed(data)
+    data[20] = 0  # the caller reuses its buffer, and the decoder its own
+    decoder.feed(encode(Piece(2, 0, b"\x09" * 200)))
+    assert [type(p.block) for p in got] == [bytes, bytes]
+    assert got[0].block == b"\x07" * 100 and got[1].block == b"\x08" * 100
+
+
+def _read_into(decoder: WireDecoder, data: bytes) -> tuple[list, int]:
+    """What a BufferedProtocol does: the socket writes into get_buffer(), then received()."""
+    space = decoder.get_buffer()
+    n = min(len(space), len(data))
+    space[:n] = data[:n]
+    return decoder.received(n), n
+
+
+def test_socket_reads_land_in_the_decoder_buffer_and_blocks_are_views_of_it():
+    data = b"".join(encode(Piece(3, i * BLOCK_SIZE, bytes([i]) * BLOCK_SIZE)) for i in range(40))
+    decoder = WireDecoder(handshake=False)
+    got, pos, sizes = [], 0, []
+    while pos < len(data):
+        sizes.append(len(decoder.get_buffer()) + decoder.buffered)
+        msgs, n = _read_into(decoder, data[pos:])
+        # a block is a view into the decoder's buffer, to be copied before the next read
+        assert all(type(m.block) is memoryview for m in msgs)
+        got += [(m.index, m.begin, bytes(m.block)) for m in msgs]
+        pos += n
+    assert got == [(3, i * BLOCK_SIZE, bytes([i]) * BLOCK_SIZE) for i in range(40)]
+    assert decoder.buffered == 0
+    # reads that fill the buffer double it, from 32 KiB up to 256 KiB and no further
+    assert sizes[0] == wire.RECEIVE_MIN and max(sizes) == wire.RECEIVE_MAX
+
+
+def test_a_frame_bigger_than_the_buffer_grows_it_then_it_shrinks_back():
+    decoder = WireDecoder(handshake=False)
+    bits = b"\xaa" * (600 * 1024)
+    data = encode(Bitfield(bits)) + encode(Have(7))
+    got, pos = [], 0
+    while pos < len(data):
+        msgs, n = _read_into(decoder, data[pos:pos + 10_000])   # a slow peer: small reads
+        got += msgs
+        pos += n
+    assert got == [Bitfield(bits), Have(7)]
+    assert len(decoder.get_buffer()) <= wire.RECEIVE_MAX
 
 
 def test_maximum_sizes_are_accepted():
