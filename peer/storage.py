@@ -47,7 +47,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from common.metainfo import Metainfo
 
 CACHE_BYTES = 32 * 1024 * 1024      # read cache budget, 2 to 16 pieces
-SPARE_BUFFERS = 8                   # piece buffers kept for reuse once the cache lets them go
+_RWF_NOWAIT: int | None = getattr(os, "RWF_NOWAIT", None)
 VERIFY_BATCH_BYTES = 8 * 1024 * 1024  # pieces hashed per worker-thread call
 
 
@@ -89,7 +89,8 @@ class Storage:
         self._cache_pieces = cache_pieces
         self._cache: OrderedDict[int, bytes] = OrderedDict()
         self._reading: dict[int, asyncio.Future] = {}
-        self._spare: list[bytearray] = []   # full-size piece buffers nobody holds any more
+        self._spare: list[bytearray] = []   # full-size piece buffers nobody holds (<= cache_pieces)
+        self._nowait = _RWF_NOWAIT is not None   # page-cache reads without a thread hop
 
     # -- layout ------------------------------------------------------------------
     def file_spans(self, index: int, begin: int = 0, length: int | None = None) -> list[Span]:
@@ -258,6 +259,10 @@ class Storage:
     def prefetch(self, index: int) -> None:
         """Start reading a piece into the cache, so a server's next pieces are ready in time."""
         if index not in self._cache and index not in self._reading and self._opened:
+            data = self._read_if_cached(index)
+            if data is not None:
+                self._remember(index, data)
+                return
             fut = asyncio.ensure_future(self.read_piece(index))
             fut.add_done_callback(_ignore_result)
 
@@ -296,6 +301,10 @@ class Storage:
             return data
         pending = self._reading.get(index)
         if pending is None:
+            data = self._read_if_cached(index)
+            if data is not None:
+                self._remember(index, data)
+                return data
             pending = asyncio.ensure_future(asyncio.to_thread(self._read_sync, index))
             self._reading[index] = pending
             pending.add_done_callback(lambda f: self._read_done(index, f))
@@ -305,6 +314,35 @@ class Storage:
         self._reading.pop(index, None)
         if not fut.cancelled() and fut.exception() is None and self._opened:
             self._remember(index, fut.result())
+
+    def _read_if_cached(self, index: int) -> bytearray | None:
+        """The piece, if the OS has all of it in its page cache; None at once otherwise.
+
+        A seed's pieces are usually in the page cache, and a read from there takes ~30 us,
+        less than the thread hop around it (futex wake-ups, two context switches: a fifth
+        of a seed's CPU in perf). RWF_NOWAIT (Linux) makes the read fail instead of waiting
+        for the disk, and the piece is then read in a worker thread as before."""
+        if not self._nowait:
+            return None
+        buf = self.piece_buffer(self.meta.piece_size(index))
+        with memoryview(buf) as view:
+            for span in self.file_spans(index):
+                fd = self._fds[span.file]
+                if fd is None:
+                    return None
+                part = view[span.piece_offset:span.piece_offset + span.length]
+                try:
+                    got = os.preadv(fd, [part], span.file_offset, _RWF_NOWAIT)
+                except BlockingIOError:
+                    return None
+                except OSError:
+                    self._nowait = False    # not supported here: always use the thread
+                    return None
+                finally:
+                    part.release()
+                if got != span.length:      # partly cached, or a short file
+                    return None
+        return buf
 
     def _read_sync(self, index: int, spans: list[Span] | None = None) -> bytes:
         spans = self.file_spans(index) if spans is None else spans
@@ -344,7 +382,7 @@ class Storage:
             # Reusable only if nothing else refers to it: a refcount of 2 (`old` and the
             # call's argument) means no pending write, memoryview or task still holds it.
             if (type(old) is bytearray and len(old) == self.meta.piece_length
-                    and len(self._spare) < SPARE_BUFFERS and sys.getrefcount(old) == 2):
+                    and len(self._spare) < self._cache_pieces and sys.getrefcount(old) == 2):
                 self._spare.append(old)
 
     def _require_open(self) -> None:

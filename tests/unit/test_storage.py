@@ -98,12 +98,55 @@ async def test_blocks_of_one_piece_cost_one_disk_read(tmp_path):
     st = Storage(meta, tmp_path)
     await st.open(create=False)
     reads = []
-    real = st._read_sync
-    st._read_sync = lambda index, spans=None: reads.append(index) or real(index, spans)
+    real_sync, real_cached = st._read_sync, st._read_if_cached
+    st._read_sync = lambda index, spans=None: reads.append(("thread", index)) or real_sync(index, spans)
+
+    def read_if_cached(index):
+        got = real_cached(index)
+        if got is not None:
+            reads.append(("page cache", index))
+        return got
+    st._read_if_cached = read_if_cached
     pieces = await asyncio.gather(*(st.read_piece(2) for _ in range(16)))  # 16 blocks served at once
     assert all(p == data[2 * 262144:3 * 262144] for p in pieces)
     assert await st.read_piece(2) == data[2 * 262144:3 * 262144]
-    assert reads == [2]
+    assert [index for _, index in reads] == [2]
+    await st.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "RWF_NOWAIT"), reason="RWF_NOWAIT is Linux-only")
+async def test_a_piece_in_the_page_cache_is_read_without_a_thread(tmp_path, monkeypatch):
+    data = os.urandom(4 * 262144 + 1000)
+    meta = make_meta("one", [(("f",), len(data))], 262144, data)
+    (tmp_path / "one").mkdir()
+    (tmp_path / "one" / "f").write_bytes(data)   # just written: in the page cache
+    st = Storage(meta, tmp_path)
+    await st.open(create=False)
+
+    async def no_thread(*args, **kwargs):
+        raise AssertionError("a cached piece went through a worker thread")
+    monkeypatch.setattr(asyncio, "to_thread", no_thread)
+    assert await st.read_piece(1) == data[262144:2 * 262144]
+    assert await st.read_piece(4) == data[4 * 262144:]          # the short last piece
+    st.prefetch(3)
+    assert st.cached(3) == data[3 * 262144:4 * 262144]
+    monkeypatch.undo()     # closing hops to a thread
+    await st.close()
+
+
+async def test_without_page_cache_reads_a_thread_reads_the_piece(tmp_path):
+    data = os.urandom(2 * 262144)
+    meta = make_meta("one", [(("f",), len(data))], 262144, data)
+    (tmp_path / "one").mkdir()
+    (tmp_path / "one" / "f").write_bytes(data)
+    st = Storage(meta, tmp_path)
+    await st.open(create=False)
+    st._nowait = False     # as on a system without RWF_NOWAIT, or a file system without it
+    threads = []
+    real = st._read_sync
+    st._read_sync = lambda index, spans=None: threads.append(index) or real(index, spans)
+    assert await st.read_piece(1) == data[262144:]
+    assert threads == [1]
     await st.close()
 
 
