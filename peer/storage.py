@@ -31,11 +31,13 @@ Safety: before anything is created, every file path is resolved and must stay in
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import errno
 import hashlib
 import os
 import resource
 import sys
+import threading
 from bisect import bisect_right
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -47,7 +49,12 @@ if TYPE_CHECKING:  # pragma: no cover
     from common.metainfo import Metainfo
 
 CACHE_BYTES = 32 * 1024 * 1024      # read cache budget, 2 to 16 pieces
+SPARE_BYTES = 16 * 1024 * 1024      # piece buffers kept for reuse while downloading
 _RWF_NOWAIT: int | None = getattr(os, "RWF_NOWAIT", None)
+# Downloaded pieces are hashed and written by two threads (shared by all torrents), one per
+# core here: asyncio's default pool runs up to six at once, and several writers to one
+# file spin on its inode lock in the kernel.
+_PIECE_WORKERS = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="swarm-piece")
 VERIFY_BATCH_BYTES = 8 * 1024 * 1024  # pieces hashed per worker-thread call
 
 
@@ -89,8 +96,15 @@ class Storage:
         self._cache_pieces = cache_pieces
         self._cache: OrderedDict[int, bytes] = OrderedDict()
         self._reading: dict[int, asyncio.Future] = {}
-        self._spare: list[bytearray] = []   # full-size piece buffers nobody holds (<= cache_pieces)
+        self._spare: list[bytearray] = []   # full-size piece buffers nobody holds any more
+        # While downloading, pieces wait for the hashing threads in bursts: 16 MiB of spares
+        # met 94 % of a 1 GiB download's buffers (16 pieces: 54 %). A seed needs fewer.
+        self._spare_max = max(cache_pieces, SPARE_BYTES // max(1, meta.piece_length))
         self._nowait = _RWF_NOWAIT is not None   # page-cache reads without a thread hop
+        # One writer at a time: the kernel serializes writes to a file anyway, but a second
+        # writer waits by spinning on the file's lock (perf: 5 % of all CPU in a 1 GiB
+        # download), while this lock lets it sleep.
+        self._write_lock = threading.Lock()
 
     # -- layout ------------------------------------------------------------------
     def file_spans(self, index: int, begin: int = 0, length: int | None = None) -> list[Span]:
@@ -241,10 +255,11 @@ class Storage:
         def check_and_write() -> bool:
             if hashlib.sha1(data).digest() != expected:
                 return False
-            self._write_sync(index, data)
+            with self._write_lock:
+                self._write_sync(index, data)
             return True
 
-        ok = await asyncio.to_thread(check_and_write)
+        ok = await asyncio.get_running_loop().run_in_executor(_PIECE_WORKERS, check_and_write)
         if ok:
             self._remember(index, data)
         return ok
@@ -374,6 +389,11 @@ class Storage:
             return self._spare.pop()
         return bytearray(size)
 
+    def download_done(self) -> None:
+        """Keep only as many spare buffers as seeding needs (the cache's size)."""
+        self._spare_max = self._cache_pieces
+        del self._spare[self._spare_max:]
+
     def _remember(self, index: int, data: bytes) -> None:
         self._cache[index] = data
         self._cache.move_to_end(index)
@@ -382,7 +402,7 @@ class Storage:
             # Reusable only if nothing else refers to it: a refcount of 2 (`old` and the
             # call's argument) means no pending write, memoryview or task still holds it.
             if (type(old) is bytearray and len(old) == self.meta.piece_length
-                    and len(self._spare) < self._cache_pieces and sys.getrefcount(old) == 2):
+                    and len(self._spare) < self._spare_max and sys.getrefcount(old) == 2):
                 self._spare.append(old)
 
     def _require_open(self) -> None:

@@ -506,6 +506,7 @@ class Torrent:
 
     def _on_complete(self) -> None:
         self.complete.set()
+        self.storage.download_done()
         for announcer in self.announcers:
             announcer.completed(self)
         for conn in list(self.connections):
