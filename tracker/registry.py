@@ -218,7 +218,8 @@ class SwarmRegistry:
         """Update the swarm for this announce: (the swarm, or None if it is gone; the asker's
         key; whether it is IPv6; whether it is listed). A full swarm still answers, but does
         not list a newcomer."""
-        ip = _plain_ip(ip)
+        if ip.startswith("::ffff:"):      # (inline: this runs per announce)
+            ip = _plain_ip(ip)
         key = (ip, port)
         v6 = ":" in ip
         swarm = self._swarms.get(info_hash)
@@ -232,7 +233,7 @@ class SwarmRegistry:
         seeding = left == 0
         listed = None       # the list the asker is in, if any
         if swarm is not None:
-            seeders, leechers = swarm.lists(v6)
+            seeders, leechers = (swarm.seeders6, swarm.leechers6) if v6 else (swarm.seeders4, swarm.leechers4)
             i = seeders.where.get(key)
             listed = seeders if i is not None else None
             if i is None:

@@ -50,6 +50,7 @@ class UdpTracker:
         self._mac = hashlib.blake2b(key=self.secret, digest_size=8)
         # ids already checked in the current slot, so a client's next announces skip the hash
         self._slot = 0
+        self._slot_end = 0.0      # when the current slot ends, and `_checked` with it
         self._checked: dict[tuple, bytes] = {}
 
     def _id_bytes(self, addr: tuple, slot: int) -> bytes:
@@ -61,9 +62,12 @@ class UdpTracker:
         return int.from_bytes(self._id_bytes(addr, int(now // self.slot_seconds) + slot_offset), "big")
 
     def _valid(self, connection_id: bytes, addr: tuple, now: float) -> bool:
+        if self._checked.get(addr) == connection_id and now < self._slot_end:
+            return True                   # the usual case: no arithmetic, one lookup
         slot = int(now // self.slot_seconds)
         if slot != self._slot:
             self._slot = slot
+            self._slot_end = (slot + 1) * self.slot_seconds
             self._checked.clear()
         if self._checked.get(addr) == connection_id:
             return True
