@@ -33,6 +33,10 @@ Address = tuple[str, int]
 # choke loop's ticks); a seed serves a peer that asks again sooner than REASK_SECONDS, since
 # that peer ignores refusals.
 REFUSAL_SECONDS = 0.25
+#: verified-or-not pieces waiting for the hashing and writing threads, at most; past it the
+#: torrent stops reading from its peers until half are written, so a disk slower than the
+#: network costs bounded memory, not a buffer per piece received.
+UNWRITTEN_BYTES = 16 * 1024 * 1024
 REASK_SECONDS = 0.2
 
 
@@ -123,6 +127,8 @@ class Torrent:
         self.bad_attempts: dict[int, list[tuple[bytes, dict]]] = {}    # failed data kept to convict liars
         self.assembling: dict[int, bytearray] = {}
         self.hashing: set[int] = set()
+        self.unwritten_max = max(4, UNWRITTEN_BYTES // meta.piece_length)
+        self.disk_busy = False       # reading paused until the threads catch up
 
         self.hash_failures = 0
         self.down_meter = RateMeter(window=5.0)   # .total: bytes downloaded, any source
@@ -420,6 +426,11 @@ class Torrent:
                 del self.assembling[index]
                 self.hashing.add(index)
                 self.spawn(self._finish_piece(index, buf, self.senders.pop(index, {})))
+                if len(self.hashing) >= self.unwritten_max and not self.disk_busy:
+                    self.disk_busy = True
+                    for conn in self.connections:
+                        if conn.transport is not None:
+                            conn.transport.pause_reading()
         if isinstance(source, PeerConnection):
             self._fill(source)
 
@@ -430,6 +441,10 @@ class Torrent:
                 return
         finally:
             self.hashing.discard(index)
+            if self.disk_busy and len(self.hashing) <= self.unwritten_max // 2:
+                self.disk_busy = False
+                for conn in list(self.connections):
+                    _resume_reading(conn)
         self._convict_liars(index, data)
         self._mark_have(index)
         msg = wire.encode(Have(index))
@@ -598,7 +613,8 @@ class Torrent:
 
 
 def _resume_reading(conn: PeerConnection) -> None:
-    if not conn.closed and conn.transport is not None:
+    """After a rate-limit pause, or once the disk caught up (not while it still lags)."""
+    if not conn.closed and conn.transport is not None and not (conn.torrent and conn.torrent.disk_busy):
         conn.transport.resume_reading()
 
 
