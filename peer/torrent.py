@@ -128,7 +128,8 @@ class Torrent:
         self.assembling: dict[int, bytearray] = {}
         self.hashing: set[int] = set()
         self.unwritten_max = max(4, UNWRITTEN_BYTES // meta.piece_length)
-        self.disk_busy = False       # reading paused until the threads catch up
+        self.disk_ready = asyncio.Event()   # clear: reading paused until the threads catch up
+        self.disk_ready.set()
 
         self.hash_failures = 0
         self.down_meter = RateMeter(window=5.0)   # .total: bytes downloaded, any source
@@ -426,8 +427,8 @@ class Torrent:
                 del self.assembling[index]
                 self.hashing.add(index)
                 self.spawn(self._finish_piece(index, buf, self.senders.pop(index, {})))
-                if len(self.hashing) >= self.unwritten_max and not self.disk_busy:
-                    self.disk_busy = True
+                if len(self.hashing) >= self.unwritten_max and self.disk_ready.is_set():
+                    self.disk_ready.clear()
                     for conn in self.connections:
                         if conn.transport is not None:
                             conn.transport.pause_reading()
@@ -441,8 +442,8 @@ class Torrent:
                 return
         finally:
             self.hashing.discard(index)
-            if self.disk_busy and len(self.hashing) <= self.unwritten_max // 2:
-                self.disk_busy = False
+            if not self.disk_ready.is_set() and len(self.hashing) <= self.unwritten_max // 2:
+                self.disk_ready.set()
                 for conn in list(self.connections):
                     _resume_reading(conn)
         self._convict_liars(index, data)
@@ -529,6 +530,10 @@ class Torrent:
             if self.picker.peer_is_seed(conn):
                 conn.close("both seeds")
         self.rechoke_soon()
+
+    @property
+    def disk_busy(self) -> bool:
+        return not self.disk_ready.is_set()
 
     def throttle_download(self, conn: PeerConnection, n: int) -> None:
         delay = self.limits.download.reserve(n, self.loop.time())

@@ -81,6 +81,7 @@ class WebSeed:
         backoff = 1.0
         blocks_per_piece = max(1, torrent.meta.piece_length // BLOCK_SIZE)
         while not torrent.complete.is_set() and torrent.error is None:
+            await torrent.disk_ready.wait()     # as peers stop being read while the disk lags
             blocks = torrent.picker.pick(self, blocks_per_piece)
             if not blocks:
                 self._changed.clear()
