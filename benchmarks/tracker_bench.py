@@ -2,8 +2,10 @@
 
     python benchmarks/tracker_bench.py [--seconds 5] [--connections 32] [--torrents 1000]
 
-HTTP load comes from wrk (keep-alive connections, a Lua script that makes every request
-a fresh peer in one of --torrents random swarms); without wrk, from an aiohttp client.
+HTTP load comes from wrk (a Lua script that makes every request a fresh peer in one of
+--torrents random swarms); without wrk, from an aiohttp client. HTTP runs twice: over
+keep-alive connections (`http`), and with `Connection: close`, one connection per request
+(`http-close`). opentracker closes every connection after its answer either way.
 UDP load comes from --udp-processes forked pipelined asyncio senders: each does one
 connect, then keeps --window announces in flight. Each run is bounded by --seconds; everything
 talks to 127.0.0.1 only. Printed per run: requests/s, failures, the CPU seconds the
@@ -162,12 +164,13 @@ end
 
 
 def http_load_wrk(port: int, seconds: float, connections: int, hashes: list[bytes],
-                  tmp: Path) -> tuple[int, float, int, float]:
+                  tmp: Path, close: bool) -> tuple[int, float, int, float]:
     script = tmp / "announce.lua"
     table = ",".join('"%s"' % "".join(f"%{b:02X}" for b in h) for h in hashes)
     script.write_text(WRK_SCRIPT.replace("TORRENTS", table))
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "5s",
+                          *(["-H", "Connection: close"] if close else []),
                           "-s", str(script), f"http://{HOST}:{port}/"],
                          capture_output=True, text=True, timeout=seconds + 30).stdout
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -180,19 +183,19 @@ def http_load_wrk(port: int, seconds: float, connections: int, hashes: list[byte
     failures = int(re.search(r"FAILURES (\d+)", out).group(1))
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     errors = re.search(r"Socket errors: .*", out)
-    if errors:     # opentracker closes every connection after its answer: "read" errors
+    if errors and not close:   # opentracker closes every connection after its answer: "read" errors
         print("   wrk:", errors.group(0))
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return int(m.group(1)), elapsed, failures + int(non2xx.group(1) if non2xx else 0), cpu
 
 
 async def _http_load_aiohttp(port: int, seconds: float, connections: int,
-                            hashes: list[bytes]) -> tuple[int, int]:
+                            hashes: list[bytes], close: bool) -> tuple[int, int]:
     import aiohttp
     from yarl import URL
     done = failures = 0
     deadline = time.monotonic() + seconds
-    connector = aiohttp.TCPConnector(limit=connections)
+    connector = aiohttp.TCPConnector(limit=connections, force_close=close)
     async with aiohttp.ClientSession(connector=connector) as http:
         async def worker() -> None:
             nonlocal done, failures
@@ -208,11 +211,12 @@ async def _http_load_aiohttp(port: int, seconds: float, connections: int,
     return done, failures
 
 
-def http_load(port: int, seconds: float, connections: int, hashes: list[bytes], tmp: Path):
+def http_load(port: int, seconds: float, connections: int, hashes: list[bytes], tmp: Path,
+              close: bool = False):
     if shutil.which("wrk"):
-        return http_load_wrk(port, seconds, connections, hashes, tmp)
+        return http_load_wrk(port, seconds, connections, hashes, tmp, close)
     cpu0, t0 = time.process_time(), time.monotonic()
-    done, failures = asyncio.run(_http_load_aiohttp(port, seconds, connections, hashes))
+    done, failures = asyncio.run(_http_load_aiohttp(port, seconds, connections, hashes, close))
     return done, time.monotonic() - t0, failures, time.process_time() - cpu0
 
 
@@ -344,6 +348,8 @@ def bench(name: str, proc: subprocess.Popen, port: int, args, hashes: list[bytes
           tmp: Path) -> list[Result]:
     results = []
     for proto, load in (("http", lambda: http_load(port, args.seconds, args.connections, hashes, tmp)),
+                        ("http-close", lambda: http_load(port, args.seconds, args.connections, hashes, tmp,
+                                                         close=True)),
                         ("udp", lambda: udp_load(port, args.seconds, args.window, hashes, args.udp_processes))):
         if args.only and proto != args.only:
             continue
@@ -351,7 +357,7 @@ def bench(name: str, proc: subprocess.Popen, port: int, args, hashes: list[bytes
         done, elapsed, failures, gen_cpu = load()
         results.append(Result(name, proto, done, elapsed, failures, gen_cpu, _cpu_seconds(proc.pid) - cpu0))
         r = results[-1]
-        print(f"{name:14} {proto:4} {r.rate:10.0f} req/s  {r.requests:8} requests  "
+        print(f"{name:14} {proto:10} {r.rate:10.0f} req/s  {r.requests:8} requests  "
               f"{r.failures:6} failures  generator {r.generator_cpu:5.2f} s CPU  "
               f"tracker {r.server_cpu:5.2f} s CPU "
               f"({1e6 * r.server_cpu / max(1, r.requests):5.1f} us/request)", flush=True)
@@ -361,13 +367,13 @@ def bench(name: str, proc: subprocess.Popen, port: int, args, hashes: list[bytes
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=5.0, help="length of each run (max 60)")
-    parser.add_argument("--connections", type=int, default=32, help="HTTP keep-alive connections")
+    parser.add_argument("--connections", type=int, default=32, help="HTTP connections at once")
     parser.add_argument("--window", type=int, default=64, help="UDP announces in flight")
     parser.add_argument("--udp-processes", type=int, default=2,
                         help="UDP load processes (forked), each with --window in flight")
     parser.add_argument("--torrents", type=int, default=1000, help="distinct random info-hashes")
     parser.add_argument("--no-opentracker", action="store_true")
-    parser.add_argument("--only", choices=("http", "udp"), help="run one protocol only")
+    parser.add_argument("--only", choices=("http", "http-close", "udp"), help="run one protocol only")
     args = parser.parse_args()
     args.seconds = min(max(args.seconds, 1.0), 60.0)
 
@@ -388,7 +394,7 @@ def main() -> None:
                     results[(r.target, r.proto)] = r
             finally:
                 stop(proc)
-    for proto in ("http", "udp"):
+    for proto in ("http", "http-close", "udp"):
         ours, theirs = results.get(("swarm-tracker", proto)), results.get(("opentracker", proto))
         if ours and theirs and theirs.rate:
             print(f"ratio {proto}: swarm-tracker / opentracker = {ours.rate / theirs.rate:.2f}")
