@@ -293,6 +293,11 @@ class WireDecoder:
         """Bytes of an incomplete frame held back until the rest arrives."""
         return self._end - self._start
 
+    @property
+    def capacity(self) -> int:
+        """Size of the receive buffer now: the memory this connection holds."""
+        return len(self._rx)
+
     def get_buffer(self) -> memoryview:
         """Where the next bytes go; write some into it, then call `received` with how many.
 
@@ -304,11 +309,12 @@ class WireDecoder:
         size = len(rx)
         if self._grow or size - end < RECEIVE_MIN // 4:
             pending = end - start
-            want = max(2 * size if self._grow else size, self._unit_size())
-            if want > size:
-                grown = bytearray(want)
-                grown[:pending] = rx[start:end]
-                self._rx = rx = grown
+            usual = min(2 * size if self._grow else size, RECEIVE_MAX)
+            want = max(usual, self._unit_size())
+            if want != size:                       # grow, or shrink after a big frame
+                resized = bytearray(want)
+                resized[:pending] = rx[start:end]
+                self._rx = rx = resized
             elif start:
                 rx[:pending] = rx[start:end]       # at most one frame's bytes move
             self._start, self._end = 0, pending
@@ -330,7 +336,7 @@ class WireDecoder:
         if pos == self._end:
             self._start = self._end = 0
             if len(self._rx) > RECEIVE_MAX:          # a big frame is done with
-                self._rx = bytearray(RECEIVE_MAX)
+                self._grow = True                    # (the next get_buffer shrinks it)
         else:
             self._start = pos
         return out

@@ -51,10 +51,10 @@ if TYPE_CHECKING:  # pragma: no cover
 CACHE_BYTES = 32 * 1024 * 1024      # read cache budget, 2 to 16 pieces
 SPARE_BYTES = 16 * 1024 * 1024      # piece buffers kept for reuse while downloading
 _RWF_NOWAIT: int | None = getattr(os, "RWF_NOWAIT", None)
-# Downloaded pieces are hashed and written by two threads (shared by all torrents), one per
-# core here: asyncio's default pool runs up to six at once, and several writers to one
-# file spin on its inode lock in the kernel.
-_PIECE_WORKERS = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="swarm-piece")
+# Buffers leaving the cache are reused when their refcount says nobody holds them. That
+# count is exact on CPython up to 3.13; 3.14 may borrow references to locals (gh-130704),
+# so there a buffer could look free while a send still reads it: no reuse.
+_EXACT_REFCOUNTS = sys.implementation.name == "cpython" and sys.version_info < (3, 14)
 VERIFY_BATCH_BYTES = 8 * 1024 * 1024  # pieces hashed per worker-thread call
 
 
@@ -101,9 +101,13 @@ class Storage:
         # met 94 % of a 1 GiB download's buffers (16 pieces: 54 %). A seed needs fewer.
         self._spare_max = max(cache_pieces, SPARE_BYTES // max(1, meta.piece_length))
         self._nowait = _RWF_NOWAIT is not None   # page-cache reads without a thread hop
-        # One writer at a time: the kernel serializes writes to a file anyway, but a second
+        # Downloaded pieces are hashed and written by two threads of this torrent's own,
+        # made on the first piece and let go when the download is done (asyncio's default
+        # pool ran up to six, shared by all torrents, so one slow disk held up the rest).
+        # One writes at a time: the kernel serializes writes to a file anyway, but a second
         # writer waits by spinning on the file's lock (perf: 5 % of all CPU in a 1 GiB
         # download), while this lock lets it sleep.
+        self._workers: concurrent.futures.ThreadPoolExecutor | None = None
         self._write_lock = threading.Lock()
 
     # -- layout ------------------------------------------------------------------
@@ -195,12 +199,18 @@ class Storage:
         if not self._opened:
             return
         self._opened = False
-        fds, self._fds = self._fds, []
         self._cache.clear()
+        self._spare.clear()
+        if self._workers is not None:
+            self._workers.shutdown(wait=False)
+            self._workers = None
 
         def close_all() -> None:
-            # No fsync, as other clients: a piece lost in a crash is found missing by the
-            # hash check on restart, and flushing 1 GiB would hold the exit for half a second.
+            # After any write under way (its descriptor must not close, or be reused, under
+            # it). No fsync, as other clients: a piece lost in a crash is found missing by
+            # the hash check on restart, and flushing 1 GiB would hold the exit for 0.4 s.
+            with self._write_lock:
+                fds, self._fds = self._fds, []
             for fd in fds:
                 if fd is not None:
                     os.close(fd)
@@ -255,11 +265,12 @@ class Storage:
         def check_and_write() -> bool:
             if hashlib.sha1(data).digest() != expected:
                 return False
-            with self._write_lock:
-                self._write_sync(index, data)
+            self._write_sync(index, data)
             return True
 
-        ok = await asyncio.get_running_loop().run_in_executor(_PIECE_WORKERS, check_and_write)
+        if self._workers is None:
+            self._workers = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="swarm-piece")
+        ok = await asyncio.get_running_loop().run_in_executor(self._workers, check_and_write)
         if ok:
             self._remember(index, data)
         return ok
@@ -292,6 +303,12 @@ class Storage:
         self._remember(index, data)
 
     def _write_sync(self, index: int, data: bytes) -> None:
+        with self._write_lock:
+            self._write_locked(index, data)
+
+    def _write_locked(self, index: int, data: bytes) -> None:
+        if not self._fds:
+            raise StorageError(f"storage for {self.meta.name} is closed")
         view = memoryview(data)
         for span in self.file_spans(index):
             fd = self._fds[span.file]
@@ -340,24 +357,31 @@ class Storage:
         if not self._nowait:
             return None
         buf = self.piece_buffer(self.meta.piece_size(index))
+        if self._preadv_all(index, buf):
+            return buf
+        if len(buf) == self.meta.piece_length and len(self._spare) < self._spare_max:
+            self._spare.append(buf)         # ours alone: nothing saw it
+        return None
+
+    def _preadv_all(self, index: int, buf: bytearray) -> bool:
         with memoryview(buf) as view:
             for span in self.file_spans(index):
                 fd = self._fds[span.file]
                 if fd is None:
-                    return None
+                    return False
                 part = view[span.piece_offset:span.piece_offset + span.length]
                 try:
                     got = os.preadv(fd, [part], span.file_offset, _RWF_NOWAIT)
                 except BlockingIOError:
-                    return None
+                    return False
                 except OSError:
                     self._nowait = False    # not supported here: always use the thread
-                    return None
+                    return False
                 finally:
                     part.release()
                 if got != span.length:      # partly cached, or a short file
-                    return None
-        return buf
+                    return False
+        return True
 
     def _read_sync(self, index: int, spans: list[Span] | None = None) -> bytes:
         spans = self.file_spans(index) if spans is None else spans
@@ -390,9 +414,13 @@ class Storage:
         return bytearray(size)
 
     def download_done(self) -> None:
-        """Keep only as many spare buffers as seeding needs (the cache's size)."""
+        """Keep only as many spare buffers as seeding needs (the cache's size), and let the
+        hashing threads go once their last pieces are written."""
         self._spare_max = self._cache_pieces
         del self._spare[self._spare_max:]
+        if self._workers is not None:
+            self._workers.shutdown(wait=False)
+            self._workers = None
 
     def _remember(self, index: int, data: bytes) -> None:
         self._cache[index] = data
@@ -401,7 +429,7 @@ class Storage:
             _, old = self._cache.popitem(last=False)
             # Reusable only if nothing else refers to it: a refcount of 2 (`old` and the
             # call's argument) means no pending write, memoryview or task still holds it.
-            if (type(old) is bytearray and len(old) == self.meta.piece_length
+            if (_EXACT_REFCOUNTS and type(old) is bytearray and len(old) == self.meta.piece_length
                     and len(self._spare) < self._spare_max and sys.getrefcount(old) == 2):
                 self._spare.append(old)
 

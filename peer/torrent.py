@@ -130,6 +130,7 @@ class Torrent:
         self.unwritten_max = max(4, UNWRITTEN_BYTES // meta.piece_length)
         self.disk_ready = asyncio.Event()   # clear: reading paused until the threads catch up
         self.disk_ready.set()
+        self._held: set[PeerConnection] = set()   # connections paused until then
 
         self.hash_failures = 0
         self.down_meter = RateMeter(window=5.0)   # .total: bytes downloaded, any source
@@ -294,6 +295,8 @@ class Torrent:
 
     def on_established(self, conn: PeerConnection) -> None:
         self.connections.add(conn)
+        if self.disk_busy:
+            self._hold(conn)
         self.picker.add_peer(conn, ())
         have_some = self.picker.missing_count < self.num_pieces
         if conn.fast and self.is_seed:
@@ -308,6 +311,7 @@ class Torrent:
     def _on_closed(self, conn: PeerConnection) -> None:
         if conn.is_self and conn.address in self.candidates:
             self.candidates[conn.address].is_self = True  # our own address: never dial it again
+        self._held.discard(conn)
         if conn not in self.connections:
             return
         self.connections.discard(conn)
@@ -430,8 +434,7 @@ class Torrent:
                 if len(self.hashing) >= self.unwritten_max and self.disk_ready.is_set():
                     self.disk_ready.clear()
                     for conn in self.connections:
-                        if conn.transport is not None:
-                            conn.transport.pause_reading()
+                        self._hold(conn)
         if isinstance(source, PeerConnection):
             self._fill(source)
 
@@ -444,7 +447,8 @@ class Torrent:
             self.hashing.discard(index)
             if not self.disk_ready.is_set() and len(self.hashing) <= self.unwritten_max // 2:
                 self.disk_ready.set()
-                for conn in list(self.connections):
+                held, self._held = self._held, set()
+                for conn in held:
                     _resume_reading(conn)
         self._convict_liars(index, data)
         self._mark_have(index)
@@ -535,6 +539,12 @@ class Torrent:
     def disk_busy(self) -> bool:
         return not self.disk_ready.is_set()
 
+    def _hold(self, conn: PeerConnection) -> None:
+        """Stop reading from `conn` until the disk catches up."""
+        self._held.add(conn)
+        if conn.transport is not None:
+            conn.transport.pause_reading()
+
     def throttle_download(self, conn: PeerConnection, n: int) -> None:
         delay = self.limits.download.reserve(n, self.loop.time())
         if delay > 0 and conn.transport is not None:
@@ -618,8 +628,14 @@ class Torrent:
 
 
 def _resume_reading(conn: PeerConnection) -> None:
-    """After a rate-limit pause, or once the disk caught up (not while it still lags)."""
-    if not conn.closed and conn.transport is not None and not (conn.torrent and conn.torrent.disk_busy):
+    """After a rate-limit pause, or once the disk caught up; while it still lags, the
+    connection waits for that (even one still in its handshake, not yet established)."""
+    if conn.closed or conn.transport is None:
+        return
+    torrent = conn.torrent
+    if torrent is not None and torrent.disk_busy:
+        torrent._hold(conn)
+    else:
         conn.transport.resume_reading()
 
 
