@@ -61,7 +61,10 @@ async def run(rtt: float, size: int, timeout: float) -> None:
         await seed.start()
         await seed.add_torrent(meta, work / "seed")
 
+        relays: set[asyncio.Task] = set()
+
         async def relay(reader, writer) -> None:
+            relays.add(asyncio.current_task())
             up_reader, up_writer = await asyncio.open_connection("127.0.0.1", seed.port)
             await asyncio.gather(_delayed_copy(reader, up_writer, rtt / 2),
                                  _delayed_copy(up_reader, writer, rtt / 2), return_exceptions=True)
@@ -81,6 +84,8 @@ async def run(rtt: float, size: int, timeout: float) -> None:
             await leecher.close()
             await seed.close()
             proxy.close()
+            if relays:                 # they end at the peers' EOF, a delay later; cancelled,
+                await asyncio.wait(relays, timeout=2 * rtt + 1)   # asyncio prints each one
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
