@@ -90,13 +90,19 @@ async def test_write_then_read_back_byte_identical(tmp_path):
     assert on_disk == DATA
 
 
-async def test_blocks_of_one_piece_cost_one_disk_read(tmp_path):
-    data = os.urandom(4 * 262144)
+async def open_one_file(tmp_path, size: int) -> tuple[Storage, bytes]:
+    """A complete one-file torrent of `size` random bytes in 256 KiB pieces, just written."""
+    data = os.urandom(size)
     meta = make_meta("one", [(("f",), len(data))], 262144, data)
     (tmp_path / "one").mkdir()
     (tmp_path / "one" / "f").write_bytes(data)
     st = Storage(meta, tmp_path)
     await st.open(create=False)
+    return st, data
+
+
+async def test_blocks_of_one_piece_cost_one_disk_read(tmp_path):
+    st, data = await open_one_file(tmp_path, 4 * 262144)
     reads = []
     real_sync, real_cached = st._read_sync, st._read_if_cached
     st._read_sync = lambda index, spans=None: reads.append(("thread", index)) or real_sync(index, spans)
@@ -116,12 +122,7 @@ async def test_blocks_of_one_piece_cost_one_disk_read(tmp_path):
 
 @pytest.mark.skipif(not hasattr(os, "RWF_NOWAIT"), reason="RWF_NOWAIT is Linux-only")
 async def test_a_piece_in_the_page_cache_is_read_without_a_thread(tmp_path, monkeypatch):
-    data = os.urandom(4 * 262144 + 1000)
-    meta = make_meta("one", [(("f",), len(data))], 262144, data)
-    (tmp_path / "one").mkdir()
-    (tmp_path / "one" / "f").write_bytes(data)   # just written: in the page cache
-    st = Storage(meta, tmp_path)
-    await st.open(create=False)
+    st, data = await open_one_file(tmp_path, 4 * 262144 + 1000)   # just written: in the page cache
 
     async def no_thread(*args, **kwargs):
         raise AssertionError("a cached piece went through a worker thread")
@@ -135,12 +136,7 @@ async def test_a_piece_in_the_page_cache_is_read_without_a_thread(tmp_path, monk
 
 
 async def test_without_page_cache_reads_a_thread_reads_the_piece(tmp_path):
-    data = os.urandom(2 * 262144)
-    meta = make_meta("one", [(("f",), len(data))], 262144, data)
-    (tmp_path / "one").mkdir()
-    (tmp_path / "one" / "f").write_bytes(data)
-    st = Storage(meta, tmp_path)
-    await st.open(create=False)
+    st, data = await open_one_file(tmp_path, 2 * 262144)
     st._nowait = False     # as on a system without RWF_NOWAIT, or a file system without it
     threads = []
     real = st._read_sync
