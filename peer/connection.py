@@ -126,14 +126,15 @@ class PeerConnection(asyncio.BufferedProtocol):
     def buffer_updated(self, nbytes: int) -> None:
         if self.closed:
             return
-        self.last_received = self.loop.time()
+        now = self.last_received = self.loop.time()
+        got = 0             # block bytes in this read: counted, and answered, once per read
         try:
             messages = self.decoder.received(nbytes)   # blocks: views, copied by on_block
             for msg in messages:
                 if self.closed:
                     return
                 if type(msg) is Piece:
-                    self._on_piece(msg)
+                    got += self._on_piece(msg, now)
                 else:
                     self._dispatch(msg)
         except ProtocolError as exc:
@@ -141,6 +142,10 @@ class PeerConnection(asyncio.BufferedProtocol):
             return
         torrent = self.torrent
         if torrent is not None and not self.closed:
+            if got:
+                self.download.add(got, now)
+                self.last_block_at = now
+                torrent.blocks_read(self, got, now)
             torrent.throttle_download(self, nbytes)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -373,25 +378,24 @@ class PeerConnection(asyncio.BufferedProtocol):
             self._serving = True
             torrent.spawn(self._serve())
 
-    def _on_piece(self, msg: Piece) -> None:
+    def _on_piece(self, msg: Piece, now: float) -> int:
+        """Hand one block to the torrent; returns its size (the caller counts a read's)."""
         if not self.established:
             raise ProtocolError("piece before handshake")
         self.got_first_message = True
         n = len(msg.block)
-        meta = self.torrent.meta  # type: ignore[union-attr]
-        if (not 0 <= msg.index < meta.num_pieces or msg.begin % wire.BLOCK_SIZE
-                or msg.begin + n > meta.piece_size(msg.index)):
+        torrent = self.torrent
+        assert torrent is not None
+        if (not 0 <= msg.index < torrent.num_pieces or msg.begin % wire.BLOCK_SIZE
+                or msg.begin + n > torrent.piece_size(msg.index)):
             raise ProtocolError(f"block {msg.begin}+{n} of piece {msg.index} is not in the torrent")
         block = (msg.index, msg.begin, n)
         self.inflight.discard(block)
-        now = self.loop.time()
         if self._probe is not None and self._probe[0] == block:
             self.min_rtt = min(self.min_rtt, now - self._probe[1])
             self._probe = None
-        self.download.add(n, now)
-        self.last_block_at = now
-        assert self.torrent is not None
-        self.torrent.on_block(self, msg.index, msg.begin, msg.block)
+        torrent.on_block(self, msg.index, msg.begin, msg.block)
+        return n
 
     # -- serving --------------------------------------------------------------------
     async def _serve(self) -> None:

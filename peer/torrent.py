@@ -411,10 +411,16 @@ class Torrent:
         for conn in list(self.connections):
             self._fill(conn)
 
+    def blocks_read(self, conn: PeerConnection, nbytes: int, now: float) -> None:
+        """After a read that carried blocks: count them, and top up that peer's pipeline,
+        once per read rather than once per block."""
+        self.down_meter.add(nbytes, now)
+        self._fill(conn)
+
     def on_block(self, source, index: int, begin: int, data: bytes) -> None:
-        """A block arrived from a peer (or a web seed): copy it into its piece."""
+        """A block arrived from a peer (or a web seed): copy it into its piece. The caller
+        counts it in `down_meter` (peers per read, in `blocks_read`)."""
         n = len(data)
-        self.down_meter.add(n, self.loop.time())
         if not (self.have[index] or index in self.hashing):  # else a late endgame duplicate
             buf = self.assembling.get(index)
             if buf is None:
@@ -435,8 +441,6 @@ class Torrent:
                     self.disk_ready.clear()
                     for conn in self.connections:
                         self._hold(conn)
-        if isinstance(source, PeerConnection):
-            self._fill(source)
 
     async def _finish_piece(self, index: int, data: bytearray, senders: dict) -> None:
         try:
