@@ -387,7 +387,7 @@ class PeerConnection(asyncio.BufferedProtocol):
         torrent = self.torrent
         assert torrent is not None
         if (not 0 <= msg.index < torrent.num_pieces or msg.begin % wire.BLOCK_SIZE
-                or msg.begin + n > torrent.piece_size(msg.index)):
+                or msg.begin + n > torrent.picker.piece_size(msg.index)):   # (index checked)
             raise ProtocolError(f"block {msg.begin}+{n} of piece {msg.index} is not in the torrent")
         block = (msg.index, msg.begin, n)
         self.inflight.discard(block)
