@@ -62,7 +62,8 @@ class UdpTracker:
         return int.from_bytes(self._id_bytes(addr, int(now // self.slot_seconds) + slot_offset), "big")
 
     def _valid(self, connection_id: bytes, addr: tuple, now: float) -> bool:
-        if self._checked.get(addr) == connection_id and self._slot_end - self.slot_seconds <= now < self._slot_end:
+        end = self._slot_end
+        if self._checked.get(addr) == connection_id and end - self.slot_seconds <= now < end:
             return True                   # the usual case: no division, one lookup
         slot = int(now // self.slot_seconds)
         if slot != self._slot:
