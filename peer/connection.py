@@ -89,8 +89,6 @@ class PeerConnection(asyncio.BufferedProtocol):
         self.max_inflight = 32                          # grows with the measured rate
         self.peer_reqq = DEFAULT_PEER_REQQ
         self.queued: collections.deque[Block] = collections.deque()  # their requests to us
-        self.refused: dict[tuple[int, int], float] = {}   # as a seed: blocks we turned down, when
-        self.ignores_refusals = False       # asked for one again at once, or no BEP 6 (is_repeat)
         self._outbox: list[Block] = []                  # our requests not yet written
         # the shortest time from a request to its block: the round trip plus the least queue
         # a peer ever made us wait (it sets how deep our pipeline must be, Torrent)
@@ -145,7 +143,7 @@ class PeerConnection(asyncio.BufferedProtocol):
             if got:
                 self.download.add(got, now)
                 self.last_block_at = now
-                torrent.blocks_read(self, got, now)
+                torrent.blocks_read(self, got)
             torrent.throttle_download(self, nbytes)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -328,7 +326,6 @@ class PeerConnection(asyncio.BufferedProtocol):
             raise ProtocolError("connected to ourselves")
         self.peer_id = hs.peer_id
         self.fast = wire.supports_fast(hs.reserved)
-        self.ignores_refusals = not self.fast   # no BEP 6: a request cannot be refused
         self.extended = wire.supports_extended(hs.reserved)
         if not self.outgoing:
             if not self.torrent.accept_incoming(self):

@@ -201,9 +201,7 @@ class Storage:
         self._opened = False
         self._cache.clear()
         self._spare.clear()
-        if self._workers is not None:
-            self._workers.shutdown(wait=False)
-            self._workers = None
+        self._stop_workers()
 
         def close_all() -> None:
             # After any write under way (its descriptor must not close, or be reused, under
@@ -285,9 +283,7 @@ class Storage:
     def prefetch(self, index: int) -> None:
         """Start reading a piece into the cache, so a server's next pieces are ready in time."""
         if index not in self._cache and index not in self._reading and self._opened:
-            data = self._read_if_cached(index)
-            if data is not None:
-                self._remember(index, data)
+            if self._read_if_cached(index) is not None:
                 return
             fut = asyncio.ensure_future(self.read_piece(index))
             fut.add_done_callback(_ignore_result)
@@ -303,27 +299,24 @@ class Storage:
         self._remember(index, data)
 
     def _write_sync(self, index: int, data: bytes) -> None:
-        with self._write_lock:
-            self._write_locked(index, data)
-
-    def _write_locked(self, index: int, data: bytes) -> None:
-        if not self._fds:
-            raise StorageError(f"storage for {self.meta.name} is closed")
         view = memoryview(data)
-        for span in self.file_spans(index):
-            fd = self._fds[span.file]
-            path = self.paths[span.file]
-            if fd is None:
-                raise StorageError(f"cannot write {path}: it was not opened")
-            part = view[span.piece_offset:span.piece_offset + span.length]
-            offset = span.file_offset
-            try:
-                while part:
-                    n = os.pwrite(fd, part, offset)
-                    part, offset = part[n:], offset + n
-            except OSError as exc:
-                raise _error(exc, "writing", path) from None
-            self._found[span.file] = max(self._found[span.file], span.file_offset + span.length)
+        with self._write_lock:
+            if not self._fds:
+                raise StorageError(f"storage for {self.meta.name} is closed")
+            for span in self.file_spans(index):
+                fd = self._fds[span.file]
+                path = self.paths[span.file]
+                if fd is None:
+                    raise StorageError(f"cannot write {path}: it was not opened")
+                part = view[span.piece_offset:span.piece_offset + span.length]
+                offset = span.file_offset
+                try:
+                    while part:
+                        n = os.pwrite(fd, part, offset)
+                        part, offset = part[n:], offset + n
+                except OSError as exc:
+                    raise _error(exc, "writing", path) from None
+                self._found[span.file] = max(self._found[span.file], span.file_offset + span.length)
 
     async def read_piece(self, index: int) -> bytes:
         self._require_open()
@@ -335,7 +328,6 @@ class Storage:
         if pending is None:
             data = self._read_if_cached(index)
             if data is not None:
-                self._remember(index, data)
                 return data
             pending = asyncio.ensure_future(asyncio.to_thread(self._read_sync, index))
             self._reading[index] = pending
@@ -348,7 +340,8 @@ class Storage:
             self._remember(index, fut.result())
 
     def _read_if_cached(self, index: int) -> bytearray | None:
-        """The piece, if the OS has all of it in its page cache; None at once otherwise.
+        """The piece, if the OS has all of it in its page cache (then also in our cache);
+        None at once otherwise.
 
         A seed's pieces are usually in the page cache, and a read from there takes ~30 us,
         less than the thread hop around it (futex wake-ups, two context switches: a fifth
@@ -358,9 +351,9 @@ class Storage:
             return None
         buf = self.piece_buffer(self.meta.piece_size(index))
         if self._preadv_all(index, buf):
+            self._remember(index, buf)
             return buf
-        if len(buf) == self.meta.piece_length and len(self._spare) < self._spare_max:
-            self._spare.append(buf)         # ours alone: nothing saw it
+        self._give_back(buf)                # ours alone: nothing saw it
         return None
 
     def _preadv_all(self, index: int, buf: bytearray) -> bool:
@@ -418,6 +411,10 @@ class Storage:
         hashing threads go once their last pieces are written."""
         self._spare_max = self._cache_pieces
         del self._spare[self._spare_max:]
+        self._stop_workers()
+
+    def _stop_workers(self) -> None:
+        """The hashing threads end once the pieces already given to them are written."""
         if self._workers is not None:
             self._workers.shutdown(wait=False)
             self._workers = None
@@ -429,9 +426,13 @@ class Storage:
             _, old = self._cache.popitem(last=False)
             # Reusable only if nothing else refers to it: a refcount of 2 (`old` and the
             # call's argument) means no pending write, memoryview or task still holds it.
-            if (_EXACT_REFCOUNTS and type(old) is bytearray and len(old) == self.meta.piece_length
-                    and len(self._spare) < self._spare_max and sys.getrefcount(old) == 2):
-                self._spare.append(old)
+            if _EXACT_REFCOUNTS and type(old) is bytearray and sys.getrefcount(old) == 2:
+                self._give_back(old)
+
+    def _give_back(self, buf: bytearray) -> None:
+        """Keep a buffer nobody else holds for the next piece (full-size ones, up to a cap)."""
+        if len(buf) == self.meta.piece_length and len(self._spare) < self._spare_max:
+            self._spare.append(buf)
 
     def _require_open(self) -> None:
         if not self._opened:

@@ -29,15 +29,13 @@ log = logging.getLogger("swarm.peer")
 Address = tuple[str, int]
 
 
-# A piece a seed refused us is asked of it again after REFUSAL_SECONDS (0.25-0.5 s, on the
-# choke loop's ticks); a seed serves a peer that asks again sooner than REASK_SECONDS, since
-# that peer ignores refusals.
+#: a piece a seed refused us is asked of it again after this long (0.25-0.5 s, on the choke
+#: loop's ticks): longer than peer.first_copy's `reask`, so the seed sees we took the hint
 REFUSAL_SECONDS = 0.25
 #: verified-or-not pieces waiting for the hashing and writing threads, at most; past it the
 #: torrent stops reading from its peers until half are written, so a disk slower than the
 #: network costs bounded memory, not a buffer per piece received.
 UNWRITTEN_BYTES = 16 * 1024 * 1024
-REASK_SECONDS = 0.2
 
 
 @dataclass
@@ -312,6 +310,8 @@ class Torrent:
         if conn.is_self and conn.address in self.candidates:
             self.candidates[conn.address].is_self = True  # our own address: never dial it again
         self._held.discard(conn)
+        if self._first_copy is not None:
+            self._first_copy.forget(conn)
         if conn not in self.connections:
             return
         self.connections.discard(conn)
@@ -352,37 +352,16 @@ class Torrent:
 
     def is_repeat(self, conn: PeerConnection, index: int, begin: int) -> bool:
         """As a seed: another peer asked for this piece moments ago, and some pieces nobody
-        has asked for yet remain (peer.first_copy).
-
-        Never refused: a peer close to done (its last pieces are what it waits for), and a
-        peer that asks for a refused block again within REASK_SECONDS (aria2c did: it got
-        20,000 rejects a second in a mixed swarm). A swarm peer waits REFUSAL_SECONDS."""
+        has asked for yet remain (peer.first_copy). Never refused: a peer without BEP 6,
+        and one close to done (its last pieces are what it waits for)."""
         guard = self._first_copy
         if guard is None:
             if not self.is_seed:
                 return False
             guard = self._first_copy = FirstCopy(self.meta.num_pieces)
-        if not guard.fresh:
-            return False
-        now = self.loop.time()
         lacking = self.num_pieces - self.picker.pieces_of(conn)
-        if conn.ignores_refusals or lacking <= max(1, self.num_pieces // 64):
-            guard.note(conn, index, now)
-            return False
-        if guard.admit(conn, index, now):
-            return False
-        refused = conn.refused
-        last = refused.get((index, begin))
-        if last is not None and now - last < REASK_SECONDS:
-            conn.ignores_refusals = True
-            refused.clear()
-            guard.note(conn, index, now)
-            return False
-        if len(refused) >= 1024:      # only the last REASK_SECONDS matter
-            for block in [b for b, when in refused.items() if now - when >= REASK_SECONDS]:
-                del refused[block]
-        refused[(index, begin)] = now
-        return True
+        exempt = not conn.fast or lacking <= max(1, self.num_pieces // 64)
+        return guard.refuse(conn, index, begin, self.loop.time(), exempt=exempt)
 
     def has_piece(self, index: int) -> bool:
         return self.have[index] == 1
@@ -411,15 +390,15 @@ class Torrent:
         for conn in list(self.connections):
             self._fill(conn)
 
-    def blocks_read(self, conn: PeerConnection, nbytes: int, now: float) -> None:
+    def blocks_read(self, conn: PeerConnection, nbytes: int) -> None:
         """After a read that carried blocks: count them, and top up that peer's pipeline,
         once per read rather than once per block."""
-        self.down_meter.add(nbytes, now)
+        self.count_download(nbytes)
         self._fill(conn)
 
     def on_block(self, source, index: int, begin: int, data: bytes) -> None:
         """A block arrived from a peer (or a web seed): copy it into its piece. The caller
-        counts it in `down_meter` (peers per read, in `blocks_read`)."""
+        counts it (`count_download`), once per read or fetch rather than per block."""
         n = len(data)
         if not (self.have[index] or index in self.hashing):  # else a late endgame duplicate
             buf = self.assembling.get(index)
@@ -453,7 +432,7 @@ class Torrent:
                 self.disk_ready.set()
                 held, self._held = self._held, set()
                 for conn in held:
-                    _resume_reading(conn)
+                    self._resume_reading(conn)
         self._convict_liars(index, data)
         self._mark_have(index)
         msg = wire.encode(Have(index))
@@ -549,11 +528,21 @@ class Torrent:
         if conn.transport is not None:
             conn.transport.pause_reading()
 
+    def _resume_reading(self, conn: PeerConnection) -> None:
+        """After a rate-limit pause, or once the disk caught up; while it still lags, the
+        connection waits for that (even one still in its handshake, not yet established)."""
+        if conn.closed or conn.transport is None:
+            return
+        if self.disk_busy:
+            self._hold(conn)
+        else:
+            conn.transport.resume_reading()
+
     def throttle_download(self, conn: PeerConnection, n: int) -> None:
         delay = self.limits.download.reserve(n, self.loop.time())
         if delay > 0 and conn.transport is not None:
             conn.transport.pause_reading()
-            self.loop.call_later(delay, _resume_reading, conn)
+            self.loop.call_later(delay, self._resume_reading, conn)
 
     # -- uploading -----------------------------------------------------------------
     def reserve_upload(self, n: int) -> float:
@@ -579,6 +568,9 @@ class Torrent:
 
     def count_upload(self, n: int) -> None:
         self.up_meter.add(n, self.loop.time())
+
+    def count_download(self, n: int) -> None:
+        self.down_meter.add(n, self.loop.time())
 
     def on_serve_error(self, exc: Exception) -> None:
         log.warning("reading from disk failed: %s", exc)
@@ -629,18 +621,6 @@ class Torrent:
             rate = max(conn.download.rate(now), conn.download.early_rate(now))
             seconds = 0.2 if conn.min_rtt == float("inf") else max(0.2, 2 * conn.min_rtt)
             conn.max_inflight = max(8, min(500, int(rate * seconds / wire.BLOCK_SIZE) + 4))
-
-
-def _resume_reading(conn: PeerConnection) -> None:
-    """After a rate-limit pause, or once the disk caught up; while it still lags, the
-    connection waits for that (even one still in its handshake, not yet established)."""
-    if conn.closed or conn.transport is None:
-        return
-    torrent = conn.torrent
-    if torrent is not None and torrent.disk_busy:
-        torrent._hold(conn)
-    else:
-        conn.transport.resume_reading()
 
 
 def _describe(source) -> str:

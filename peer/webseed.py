@@ -108,7 +108,7 @@ class WebSeed:
                 await self._get_range(torrent, session, self.urls[span.file], span.file_offset,
                                       span.length, data)
             view = memoryview(data)
-            torrent.down_meter.add(length, asyncio.get_running_loop().time())
+            torrent.count_download(length)
             for rel in range(0, length, BLOCK_SIZE):
                 torrent.on_block(self, index, begin + rel, view[rel:rel + BLOCK_SIZE])
 

@@ -180,12 +180,10 @@ class SwarmRegistry:
         swarm, key, v6, _ = self._record(info_hash, peer_id, ip, port, left, event, now)
         if swarm is None:
             return 0, 0, b""
-        s4, l4, s6, l6 = swarm.seeders4, swarm.leechers4, swarm.seeders6, swarm.leechers6
-        seeders, leechers = len(s4.keys) + len(s6.keys), len(l4.keys) + len(l6.keys)
         if event == "stopped":
-            return seeders, leechers, b""
-        lists = (s6, l6) if v6 else (s4, l4)
-        return seeders, leechers, _packed(self._pick(lists, key, self._numwant(numwant), left == 0))
+            return swarm.seeders, swarm.leechers, b""
+        peers = _packed(self._pick(swarm.lists(v6), key, self._numwant(numwant), left == 0))
+        return swarm.seeders, swarm.leechers, peers
 
     def _announce_both(self, req: AnnounceRequest, ip: str,
                        now: float) -> tuple[AnnounceResponse, _Runs, _Runs]:
@@ -233,7 +231,7 @@ class SwarmRegistry:
         seeding = left == 0
         listed = None       # the list the asker is in, if any
         if swarm is not None:
-            seeders, leechers = (swarm.seeders6, swarm.leechers6) if v6 else (swarm.seeders4, swarm.leechers4)
+            seeders, leechers = swarm.lists(v6)
             i = seeders.where.get(key)
             listed = seeders if i is not None else None
             if i is None:

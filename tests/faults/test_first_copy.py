@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 
 from common.wire import Piece, RejectRequest, Request
-from tests.faults.test_hostile_peers import PIECE, bystander, start_seed
+from tests.faults.test_hostile_peers import PIECE, bystander, fetch, start_seed
 
 BLOCK = 16 * 1024
 
@@ -119,10 +119,7 @@ async def test_a_leecher_refused_everything_asks_again_a_moment_later(clients, t
 
     seed = await FakeSeed(meta, data, reject_at_first).start()
     try:
-        leecher = await clients()
-        lt = await leecher.add_torrent(meta, tmp_path / "leech")
-        lt.add_peers([("127.0.0.1", seed.port)], "test")
-        await asyncio.wait_for(lt.complete.wait(), 10)
+        await fetch(clients, tmp_path / "leech", meta, seed, timeout=10)
     finally:
         await seed.close()
     assert (tmp_path / "leech" / "data.bin").read_bytes() == data

@@ -21,6 +21,16 @@ PIECE = 32 * 1024
 SIZE = 12 * PIECE + 5000            # 13 pieces: the bitfield has 3 spare bits, the last piece is short
 
 
+async def fetch(clients, root, meta, *seeds, timeout: float = 20.0):
+    """A new in-process leecher downloads `meta` into `root` from `seeds` (anything with a
+    .port on 127.0.0.1); returns its Torrent once complete."""
+    leecher = await clients()
+    lt = await leecher.add_torrent(meta, root)
+    lt.add_peers([("127.0.0.1", seed.port) for seed in seeds], "test")
+    await asyncio.wait_for(lt.complete.wait(), timeout)
+    return lt
+
+
 async def start_seed(clients, tmp_path, size=SIZE, piece_length=PIECE, **config):
     data = make_file(tmp_path / "seed" / "data.bin", size)
     _, meta = torrent_for(tmp_path / "seed" / "data.bin", piece_length=piece_length)
@@ -296,10 +306,7 @@ async def test_honest_fake_seed_is_a_real_seed(clients, tmp_path):
     _, meta = torrent_for(tmp_path / "src" / "data.bin", piece_length=PIECE)
     fake = await FakeSeed(meta, data, honest).start()
     try:
-        leecher = await clients()
-        lt = await leecher.add_torrent(meta, tmp_path / "leech")
-        lt.add_peers([("127.0.0.1", fake.port)], "test")
-        await asyncio.wait_for(lt.complete.wait(), 20)
+        lt = await fetch(clients, tmp_path / "leech", meta, fake)
     finally:
         await fake.close()
     assert (tmp_path / "leech" / "data.bin").read_bytes() == data and lt.hash_failures == 0

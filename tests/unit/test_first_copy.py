@@ -54,3 +54,28 @@ def test_a_noted_request_counts_as_an_ask():
     fc.note(A, 0, now=0.0)                     # served without asking the window (no BEP 6)
     assert fc.fresh == 1
     assert not fc.admit(B, 0, now=1.0)
+
+
+def test_a_peer_that_asks_again_at_once_is_served_and_never_refused_again():
+    fc = FirstCopy(8, window=2.0, reask=0.2)
+    assert not fc.refuse(A, 0, 0, now=10.0)             # A's first ask
+    assert fc.refuse(B, 0, 16384, now=10.1)              # B: A has it coming
+    assert not fc.refuse(B, 0, 16384, now=10.15)         # asked again within 0.2 s: served
+    assert not fc.refuse(B, 0, 32768, now=10.2)          # and never refused again
+    assert fc.fresh == 7
+
+
+def test_a_peer_that_took_the_hint_is_refused_again_in_the_window():
+    fc = FirstCopy(8, window=2.0, reask=0.2)
+    assert not fc.refuse(A, 0, 0, now=10.0)
+    assert fc.refuse(B, 0, 0, now=10.1)
+    assert fc.refuse(B, 0, 0, now=10.4)                  # 0.3 s later: still A's piece
+    fc.forget(B)                                          # B left; a new B starts afresh
+    assert fc.refuse(B, 0, 0, now=10.5)
+
+
+def test_an_exempt_peer_is_served_and_its_ask_counts():
+    fc = FirstCopy(8, window=2.0)
+    assert not fc.refuse(A, 3, 0, now=1.0, exempt=True)  # e.g. no BEP 6
+    assert fc.fresh == 7
+    assert fc.refuse(B, 3, 0, now=1.5)                   # A's ask holds the piece for 2 s
