@@ -235,6 +235,23 @@ def test_socket_reads_land_in_the_decoder_buffer_and_blocks_are_views_of_it():
     assert WireDecoder().capacity == wire.RECEIVE_MIN and max(sizes) == wire.RECEIVE_MAX
 
 
+def test_a_connection_that_goes_quiet_gives_its_buffer_back():
+    decoder = WireDecoder(handshake=False)
+    fast = b"".join(encode(Piece(3, i * BLOCK_SIZE, b"f" * BLOCK_SIZE)) for i in range(40))
+    pos = 0
+    while pos < len(fast):                   # reads that fill the buffer: it doubles to the cap
+        _, n = _read_into(decoder, fast[pos:])
+        pos += n
+    assert decoder.capacity == wire.RECEIVE_MAX
+    capacities = []
+    for i in range(4 * wire.QUIET_READS):    # then a Have now and then: it halves back
+        assert _read_into(decoder, encode(Have(i)))[0] == [Have(i)]
+        capacities.append(decoder.capacity)
+    assert capacities[-1] == wire.RECEIVE_MIN
+    assert capacities == sorted(capacities, reverse=True)
+    assert capacities[wire.QUIET_READS - 2] == wire.RECEIVE_MAX   # not at the first small read
+
+
 def test_a_frame_bigger_than_the_buffer_grows_it_then_it_shrinks_back():
     decoder = WireDecoder(handshake=False)
     bits = b"\xaa" * (600 * 1024)
