@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import logging
 import os
 import sys
@@ -209,6 +210,9 @@ def run_loop(coro):
             factory = uvloop.new_event_loop
         except ImportError:
             pass
+    # What exists now (modules, classes, the metainfo) lives as long as the process: the
+    # collector need not walk it again on every full collection.
+    gc.freeze()
     with asyncio.Runner(loop_factory=factory) as runner:
         return runner.run(coro)
 

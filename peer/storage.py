@@ -227,6 +227,10 @@ class Storage:
         """
         self._require_open()
         total = self.meta.num_pieces
+        if not any(self._found):     # a fresh download: nothing to read, no thread hops
+            if on_progress is not None:
+                on_progress(total, total)
+            return set()
         per_batch = max(1, VERIFY_BATCH_BYTES // max(1, self.meta.piece_length))
         batches = [range(i, min(i + per_batch, total)) for i in range(0, total, per_batch)]
         workers = max(1, min(4, os.cpu_count() or 1))
