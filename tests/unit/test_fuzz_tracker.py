@@ -5,7 +5,7 @@ from __future__ import annotations
 import collections
 import struct
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from common import tracker_proto as tp
@@ -125,6 +125,10 @@ _ESCAPE_ALPHABET = st.sampled_from([*b"%+\\xX0479aAfFgG-._~ \n", 0x80, 0xFF])
 
 @FUZZ
 @given(st.lists(_ESCAPE_ALPHABET, max_size=16).map(bytes))
+@example(b"%%%")           # shaped like an all-escaped value, but not one (the hex fast path)
+@example(b"%%%%%%")
+@example(b"%0%%00")
+@example(b"%aB%00%ff")
 def test_fast_unquote_agrees_with_urllib(raw):
     # the tracker decodes %XX with a C codec; it must agree with the standard library
     # everywhere, malformed escapes and backslashes included

@@ -50,6 +50,16 @@ def test_parse_lowercase_escapes_plus_and_defaults():
     assert req == AnnounceRequest(IH, PID, 1)   # '+' is a space; unknown/ip params ignored
 
 
+def test_parse_escaped_names_unknown_names_and_escaped_digits():
+    # off the fast path (known names, each once): same answer, and repeats are still caught
+    plain = tp.parse_announce_query(f"info_hash={IH_Q}&peer_id={PID_Q}&port=7&left=5&event=started")
+    assert plain == AnnounceRequest(IH, PID, 7, left=5, event="started")
+    assert tp.parse_announce_query(
+        f"info%5Fhash={IH_Q}&peer_id={PID_Q}&%70ort=%37&left=%35&event=st%61rted&zz=1&&") == plain
+    with pytest.raises(TrackerProtocolError, match="port given twice"):
+        tp.parse_announce_query(f"info_hash={IH_Q}&peer_id={PID_Q}&port=1&p%6Frt=2")
+
+
 def test_parse_paused_event_is_regular_announce():
     q = f"info_hash={IH_Q}&peer_id={PID_Q}&port=5&event=paused&key=zz"
     req = tp.parse_announce_query(q)
