@@ -76,7 +76,9 @@ class Choker:
             self.extra = {p.key for p in peers
                           if full and not p.interested and rate(p) > slowest}
         else:
-            self.regular = {k for k in self.regular if k in by_key}
+            # a peer that snubs us while we leech loses its slot now, not at the next ranking
+            self.regular = {k for k in self.regular
+                            if k in by_key and (seeding or not by_key[k].snubbed)}
             self.extra = {k for k in self.extra if k in by_key and not by_key[k].interested}
             busy = sum(1 for k in self.regular if by_key[k].interested)
             waiting = [p for p in peers if eligible(p) and p.key not in self.regular

@@ -82,6 +82,7 @@ class PeerConnection(asyncio.BufferedProtocol):
         self.am_interested = False
         self.peer_choking = True
         self.choked_at = 0.0                            # when the peer last choked us
+        self.snubbed = False    # it sat on our requests for Timeouts.snub s; cleared by a block
         self.peer_interested = False
         self.got_first_message = False
 
@@ -143,6 +144,7 @@ class PeerConnection(asyncio.BufferedProtocol):
             if got:
                 self.download.add(got, now)
                 self.last_block_at = now
+                self.snubbed = False
                 torrent.blocks_read(self, got)
             torrent.throttle_download(self, nbytes)
 
@@ -463,11 +465,13 @@ class PeerConnection(asyncio.BufferedProtocol):
             # (while our download limit has paused reading, the silence is ours, not theirs)
             self.close(f"silent for {t.idle:.0f} s")
             return
+        snubbing = now - self.last_block_at > t.snub and not self.peer_choking
         if self.inflight and (
-                (now - self.last_block_at > t.snub and not self.peer_choking)
+                snubbing
                 # BEP 6: a choke is followed by a reject for every request it drops; a peer
                 # that forgets one would hold that block for as long as it keeps us choked
                 or (self.peer_choking and now - self.choked_at > t.tick)):
+            self.snubbed = self.snubbed or snubbing
             dropped = list(self.inflight)  # the peer sits on our requests: give them to others
             self.inflight.clear()
             assert self.torrent is not None

@@ -604,7 +604,7 @@ class Torrent:
     def _rechoke(self) -> None:
         now = self.loop.time()
         stats = [PeerStats(key=c, interested=c.peer_interested, download_rate=c.download.rate(now),
-                           upload_rate=c.upload.rate(now))
+                           upload_rate=c.upload.rate(now), snubbed=c.snubbed)
                  for c in self.connections if c.established]
         unchoke = self.choker.decide(stats, now, seeding=self.is_seed)
         for conn in list(self.connections):

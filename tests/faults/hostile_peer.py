@@ -155,8 +155,10 @@ class FakeSeed:
     RejectRequest to send instead, or None for no answer at all."""
 
     def __init__(self, meta: Metainfo, data: bytes,
-                 serve: Callable[[Metainfo, bytes, int, int, int], bytes | None]) -> None:
+                 serve: Callable[[Metainfo, bytes, int, int, int], bytes | None],
+                 interested: bool = False) -> None:
         self.meta = meta
+        self.interested = interested     # also asks for data (and so competes for our slots)
         self.data = data
         self.serve = serve
         self.peer_id = random_peer_id(b"-FAKESD-")
@@ -185,6 +187,8 @@ class FakeSeed:
             if not isinstance(theirs, Handshake) or theirs.info_hash != self.meta.info_hash:
                 return
             peer.send(Handshake(self.meta.info_hash, self.peer_id, FAST), HaveAll())
+            if self.interested:
+                peer.send(Interested())
             while True:
                 msg = await peer.recv(60)
                 if isinstance(msg, Interested):

@@ -300,6 +300,36 @@ async def test_stalling_seed_does_not_hold_up_the_download(clients, tmp_path):
     assert (tmp_path / "leech" / "data.bin").read_bytes() == data
 
 
+async def test_a_peer_that_sits_on_our_requests_loses_its_upload_slot(clients, tmp_path):
+    """Tit-for-tat: while we leech, a peer that unchoked us and then never sends a block is
+    snubbing us, and gets no regular upload slot (only, at most, the optimistic one)."""
+    data = make_file(tmp_path / "src" / "data.bin", 20 * PIECE)
+    _, meta = torrent_for(tmp_path / "src" / "data.bin", piece_length=PIECE)
+    staller = await FakeSeed(meta, data, stall, interested=True).start()
+    try:
+        leecher = await clients()
+        lt = await leecher.add_torrent(meta, tmp_path / "leech")
+        lt.add_peers([("127.0.0.1", staller.port)], "test")
+        for _ in range(100):
+            if staller.requests_seen and lt.connections:
+                break
+            await asyncio.sleep(0.02)
+        conn = next(iter(lt.connections))
+        assert conn.peer_interested and not conn.snubbed
+        for _ in range(100):               # FAST_TIMEOUTS: snubbed after 1.5 s without a block
+            if conn.snubbed:
+                break
+            await asyncio.sleep(0.05)
+        assert conn.snubbed, "no block for the snub timeout, and the peer was not marked"
+        for _ in range(50):                # the choke loop runs every second
+            if conn not in lt.choker.regular:
+                break
+            await asyncio.sleep(0.05)
+        assert conn not in lt.choker.regular
+    finally:
+        await staller.close()
+
+
 async def test_honest_fake_seed_is_a_real_seed(clients, tmp_path):
     """Control for the two tests above: the fake seed with the honest policy is enough alone."""
     data = make_file(tmp_path / "src" / "data.bin", 20 * PIECE + 1)

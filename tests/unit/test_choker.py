@@ -98,6 +98,17 @@ def test_uninterested_and_snubbed_peers():
     assert choker.optimistic == "snub", "a snubbed peer can only get the optimistic slot"
 
 
+def test_a_peer_that_starts_snubbing_loses_its_slot_before_the_next_ranking():
+    choker = Choker(rng=random.Random(3))
+    choker.decide(leechers({"a": 10, "b": 20}), now=0.0, seeding=False)
+    assert choker.regular == {"a", "b"}
+    later = [PeerStats("a", True, 0.0, 0.0, snubbed=True), PeerStats("b", True, 20.0, 0.0)]
+    choker.decide(later, now=2.0, seeding=False)
+    assert choker.regular == {"b"}
+    choker.decide(later, now=3.0, seeding=True)   # a seed ranks by what peers take: kept
+    assert "a" in choker.regular or choker.optimistic == "a"
+
+
 def test_fewer_peers_than_slots_and_nobody():
     choker = Choker(rng=random.Random(8))
     assert choker.decide([], now=0.0, seeding=False) == set()
