@@ -279,10 +279,14 @@ class PeerConnection(asyncio.BufferedProtocol):
         elif kind is Request:
             self._on_request(msg)  # type: ignore[arg-type]
         elif kind is Cancel:
+            block = (msg.index, msg.begin, msg.length)  # type: ignore[attr-defined]
             try:
-                self.queued.remove((msg.index, msg.begin, msg.length))  # type: ignore[attr-defined]
+                self.queued.remove(block)
             except ValueError:
-                pass
+                pass    # already sent, or in the batch being sent: that answers it (BEP 6)
+            else:
+                if self.fast:   # BEP 6: every request gets exactly one answer, even a cancelled one
+                    self.send(RejectRequest(*block))
         elif kind is Choke:
             self.peer_choking = True
             self.choked_at = self.loop.time()

@@ -5,6 +5,7 @@ an in-process leecher finishes with a byte-identical file."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import time
@@ -12,7 +13,7 @@ import time
 import pytest
 
 from common.wire import (
-    Bitfield, Handshake, Have, HaveAll, HaveNone, Piece, Request,
+    Bitfield, Cancel, Handshake, Have, HaveAll, HaveNone, Interested, Piece, RejectRequest, Request, Unchoke,
 )
 from tests.faults.conftest import make_file, torrent_for
 from tests.faults.hostile_peer import FAST, FakeSeed, HostilePeer, PeerClosed, honest, lie, stall
@@ -328,6 +329,34 @@ async def test_a_peer_that_sits_on_our_requests_loses_its_upload_slot(clients, t
         assert conn not in lt.choker.regular
     finally:
         await staller.close()
+
+
+@pytest.mark.parametrize("fast", [True, False])
+async def test_a_cancelled_request_gets_exactly_one_answer_under_bep6(clients, tmp_path, fast):
+    """BEP 6: with the fast extension, a request cancelled while still queued is answered by
+    a reject (never by nothing); without it, a cancel just drops the request."""
+    seed, _, meta, data = await start_seed(clients, tmp_path, upload_limit=64 * 1024)
+    peer = await HostilePeer.connect(seed.port)
+    try:
+        await peer.handshake(meta.info_hash, reserved=FAST if fast else bytes(8))
+        peer.send(Interested())
+        await peer.expect(Unchoke)
+        wanted = [(i, b, 16384) for i in range(4) for b in (0, 16384)]   # 128 KiB: 2 s at the cap
+        peer.send(*(Request(*r) for r in wanted))
+        await peer.expect(Piece)
+        peer.send(Cancel(*wanted[-1]))
+        answers = []
+        with contextlib.suppress(TimeoutError):
+            while True:                    # until the seed has said all it will say
+                msg = await peer.recv(1.0)
+                if isinstance(msg, (Piece, RejectRequest)):
+                    answers.append((type(msg), (msg.index, msg.begin)))
+        last = wanted[-1][:2]
+        about_last = [kind for kind, key in answers if key == last]
+        assert about_last == ([RejectRequest] if fast else [])
+        assert len(answers) == len(wanted) - (1 if fast else 2)   # (the first piece was read above)
+    finally:
+        peer.close()
 
 
 async def test_honest_fake_seed_is_a_real_seed(clients, tmp_path):
