@@ -21,7 +21,7 @@ from common.rates import TokenBucket
 from peer.announcer import Announcer
 from peer.connection import PeerConnection, Timeouts
 from peer.lsd import LocalDiscovery
-from peer.storage import Storage
+from peer.storage import PROCESS_PIECE_BYTES, PieceMemory, Storage
 from peer.torrent import Limits, Torrent
 
 log = logging.getLogger("swarm.peer")
@@ -82,6 +82,7 @@ class ClientConfig:
     lsd: bool = field(default_factory=lambda: not lsd_disabled_by_env())
     lsd_interval: float = 60.0              # BEP 14: at most one announce a minute per torrent
     timeouts: Timeouts = field(default_factory=Timeouts.from_env)
+    piece_memory: int = PROCESS_PIECE_BYTES  # read caches and spare buffers of all torrents
 
 
 class ClientError(Exception):
@@ -93,6 +94,7 @@ class Client:
         self.config = config or ClientConfig()
         self.peer_id = make_peer_id()
         self.limits = Limits(TokenBucket(self.config.upload_limit), TokenBucket(self.config.download_limit))
+        self.piece_memory = PieceMemory(self.config.piece_memory)
         self.torrents: dict[bytes, Torrent] = {}
         self.port = 0
         self._server: asyncio.AbstractServer | None = None
@@ -140,7 +142,7 @@ class Client:
                           verify: bool = True) -> Torrent:
         if meta.info_hash in self.torrents:
             raise ClientError(f"{meta.name} is already in this daemon")
-        storage = Storage(meta, Path(root))
+        storage = Storage(meta, Path(root), memory=self.piece_memory)
         use_peers = mode in ("p2p", "hybrid")
         torrent = Torrent(meta, storage, peer_id=self.peer_id, listen_port=self.port,
                           limits=self.limits, max_connections=self.config.max_connections_per_torrent,

@@ -56,6 +56,27 @@ _RWF_NOWAIT: int | None = getattr(os, "RWF_NOWAIT", None)
 # so there a buffer could look free while a send still reads it: no reuse.
 _EXACT_REFCOUNTS = sys.implementation.name == "cpython" and sys.version_info < (3, 14)
 VERIFY_BATCH_BYTES = 8 * 1024 * 1024  # pieces hashed per worker-thread call
+PROCESS_PIECE_BYTES = 128 * 1024 * 1024   # read caches and spares of all torrents together
+MIN_CACHED = 2                       # pieces a torrent may cache even past the process's limit
+
+
+class PieceMemory:
+    """The bytes held in piece buffers (read caches and spares) by all torrents of a daemon.
+
+    A torrent's own caps allow up to 32 MiB of cache and 32 MiB of spares (4 MiB pieces),
+    which is right for one busy torrent but not for a daemon serving 100 at once. Past
+    `limit`, a torrent keeps only MIN_CACHED pieces cached and no new spares: reads and
+    fresh buffers cost more, memory does not grow. One per Client, shared by its Storages.
+    (Pieces being assembled or waiting for the disk are bounded per torrent, not here.)
+    """
+
+    def __init__(self, limit: int = PROCESS_PIECE_BYTES) -> None:
+        self.limit = limit
+        self.used = 0
+
+    @property
+    def full(self) -> bool:
+        return self.used > self.limit
 
 
 class StorageError(Exception):
@@ -83,7 +104,8 @@ def _error(exc: OSError, doing: str, path: Path | str) -> StorageError:
 
 
 class Storage:
-    def __init__(self, meta: "Metainfo", root: Path | str, *, cache_pieces: int | None = None) -> None:
+    def __init__(self, meta: "Metainfo", root: Path | str, *, cache_pieces: int | None = None,
+                 memory: PieceMemory | None = None) -> None:
         self.meta = meta
         self.root = Path(root)
         self.paths = [self.root.joinpath(*f.path) for f in meta.files]
@@ -97,6 +119,7 @@ class Storage:
         self._cache: OrderedDict[int, bytes] = OrderedDict()
         self._reading: dict[int, asyncio.Future] = {}
         self._spare: list[bytearray] = []   # full-size piece buffers nobody holds any more
+        self.memory = memory or PieceMemory(limit=sys.maxsize)   # counts _cache and _spare
         # While downloading, pieces wait for the hashing threads in bursts: 16 MiB of spares
         # met 94 % of a 1 GiB download's buffers (16 pieces: 54 %). A seed needs fewer.
         self._spare_max = max(cache_pieces, SPARE_BYTES // max(1, meta.piece_length))
@@ -199,6 +222,7 @@ class Storage:
         if not self._opened:
             return
         self._opened = False
+        self.memory.used -= sum(len(b) for b in self._cache.values()) + sum(len(b) for b in self._spare)
         self._cache.clear()
         self._spare.clear()
         self._stop_workers()
@@ -407,6 +431,7 @@ class Storage:
         when the allocator has just handed its pages back, faulted in again (perf: memset
         alone was 3 % of a downloading peer's CPU)."""
         if size == self.meta.piece_length and self._spare:
+            self.memory.used -= size
             return self._spare.pop()
         return bytearray(size)
 
@@ -414,6 +439,7 @@ class Storage:
         """Keep only as many spare buffers as seeding needs (the cache's size), and let the
         hashing threads go once their last pieces are written."""
         self._spare_max = self._cache_pieces
+        self.memory.used -= sum(len(b) for b in self._spare[self._spare_max:])
         del self._spare[self._spare_max:]
         self._stop_workers()
 
@@ -424,10 +450,15 @@ class Storage:
             self._workers = None
 
     def _remember(self, index: int, data: bytes) -> None:
+        memory = self.memory
+        replaced = self._cache.pop(index, None)
+        if replaced is not None:
+            memory.used -= len(replaced)
         self._cache[index] = data
-        self._cache.move_to_end(index)
-        while len(self._cache) > self._cache_pieces:
+        memory.used += len(data)
+        while len(self._cache) > self._cache_pieces or (memory.full and len(self._cache) > MIN_CACHED):
             _, old = self._cache.popitem(last=False)
+            memory.used -= len(old)
             # Reusable only if nothing else refers to it: a refcount of 2 (`old` and the
             # call's argument) means no pending write, memoryview or task still holds it.
             if _EXACT_REFCOUNTS and type(old) is bytearray and sys.getrefcount(old) == 2:
@@ -435,8 +466,10 @@ class Storage:
 
     def _give_back(self, buf: bytearray) -> None:
         """Keep a buffer nobody else holds for the next piece (full-size ones, up to a cap)."""
-        if len(buf) == self.meta.piece_length and len(self._spare) < self._spare_max:
+        if (len(buf) == self.meta.piece_length and len(self._spare) < self._spare_max
+                and self.memory.used + len(buf) <= self.memory.limit):
             self._spare.append(buf)
+            self.memory.used += len(buf)
 
     def _require_open(self) -> None:
         if not self._opened:

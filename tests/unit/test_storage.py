@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from peer.storage import Span, Storage, StorageError
+from peer.storage import MIN_CACHED, PieceMemory, Span, Storage, StorageError
 
 
 @dataclass(frozen=True)
@@ -99,6 +99,38 @@ async def open_one_file(tmp_path, size: int) -> tuple[Storage, bytes]:
     st = Storage(meta, tmp_path)
     await st.open(create=False)
     return st, data
+
+
+async def test_torrents_of_one_process_share_one_piece_memory_limit(tmp_path):
+    """Each torrent may cache 16 pieces (4 MiB here); three torrents served at once stay
+    under the process's limit, each still caching MIN_CACHED pieces, and closing gives it
+    all back."""
+    memory = PieceMemory(limit=5 * 262144)
+    stores = []
+    for n in range(3):
+        data = os.urandom(20 * 262144)
+        meta = make_meta(f"t{n}", [(("f",), len(data))], 262144, data)
+        (tmp_path / f"t{n}").mkdir()
+        (tmp_path / f"t{n}" / "f").write_bytes(data)
+        st = Storage(meta, tmp_path, memory=memory)
+        await st.open(create=False)
+        stores.append((st, data))
+    for rounds in range(2):
+        for i in range(20):
+            for st, data in stores:
+                assert await st.read_piece(i) == data[i * 262144:(i + 1) * 262144]
+                held = sum(len(b) for s, _ in stores for b in (*s._cache.values(), *s._spare))
+                assert memory.used == held, "the count drifted from what is held"
+                assert held <= memory.limit + 3 * MIN_CACHED * 262144
+    assert all(len(st._cache) >= MIN_CACHED for st, _ in stores)
+    alone = Storage(stores[0][0].meta, tmp_path)       # without a shared limit: 16 pieces
+    await alone.open(create=False)
+    for i in range(20):
+        await alone.read_piece(i)
+    assert len(alone._cache) == 16
+    for st, _ in [*stores, (alone, None)]:
+        await st.close()
+    assert memory.used == 0
 
 
 async def test_blocks_of_one_piece_cost_one_disk_read(tmp_path):
