@@ -415,24 +415,39 @@ class Torrent:
             if self.picker.piece_complete(index):
                 del self.assembling[index]
                 self.hashing.add(index)
-                self.spawn(self._finish_piece(index, buf, self.senders.pop(index, {})))
+                senders = self.senders.pop(index, {})
+                try:
+                    self.storage.store_if_valid(
+                        index, buf, lambda result: self._piece_stored(index, buf, senders, result))
+                except StorageError as exc:       # closed under us
+                    self.hashing.discard(index)
+                    self.fail(str(exc))
+                    return
                 if len(self.hashing) >= self.unwritten_max and self.disk_ready.is_set():
                     self.disk_ready.clear()
                     for conn in self.connections:
                         self._hold(conn)
 
-    async def _finish_piece(self, index: int, data: bytearray, senders: dict) -> None:
-        try:
-            if not await self.storage.store_if_valid(index, data):
-                self._piece_failed(index, data, senders)  # the buffer is ours alone: no copy
-                return
-        finally:
-            self.hashing.discard(index)
-            if not self.disk_ready.is_set() and len(self.hashing) <= self.unwritten_max // 2:
-                self.disk_ready.set()
-                held, self._held = self._held, set()
-                for conn in held:
-                    self._resume_reading(conn)
+    def _piece_stored(self, index: int, data: bytearray, senders: dict,
+                      result: bool | Exception) -> None:
+        """The storage's threads checked (and, if good, wrote) a finished piece."""
+        self.hashing.discard(index)
+        if not self.disk_ready.is_set() and len(self.hashing) <= self.unwritten_max // 2:
+            self.disk_ready.set()
+            held, self._held = self._held, set()
+            for conn in held:
+                self._resume_reading(conn)
+        if self._stopping:
+            return
+        if isinstance(result, Exception):
+            if isinstance(result, StorageError):
+                self.fail(str(result))
+            else:
+                log.error("internal error in %s", self.meta.name, exc_info=result)
+            return
+        if not result:
+            self._piece_failed(index, data, senders)  # the buffer is ours alone: no copy
+            return
         self._convict_liars(index, data)
         self._mark_have(index)
         msg = wire.encode(Have(index))

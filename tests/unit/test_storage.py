@@ -219,15 +219,25 @@ async def test_verify_missing_and_short_files(tmp_path):
     await st.close()
 
 
+async def store_if_valid(st: Storage, index: int, data: bytes | bytearray) -> bool:
+    """The storage's answer for one piece, from its callback on the event loop."""
+    answer = asyncio.get_running_loop().create_future()
+    st.store_if_valid(index, bytearray(data), answer.set_result)
+    result = await answer
+    if isinstance(result, Exception):
+        raise result
+    return result
+
+
 async def test_store_if_valid_writes_only_matching_pieces(tmp_path):
     st = Storage(META, tmp_path)
     await st.open()
-    assert not await st.store_if_valid(0, piece(0)[:-1] + bytes([piece(0)[-1] ^ 1]))
-    assert not await st.store_if_valid(1, piece(0))
-    assert not await st.store_if_valid(0, piece(0)[:-1])
+    assert not await store_if_valid(st, 0, piece(0)[:-1] + bytes([piece(0)[-1] ^ 1]))
+    assert not await store_if_valid(st, 1, piece(0))
+    assert not await store_if_valid(st, 0, piece(0)[:-1])
     assert await st.verify() == set(), "nothing wrong reached the disk"
-    assert await st.store_if_valid(0, piece(0))
-    assert await st.store_if_valid(1, bytearray(piece(1)))
+    assert await store_if_valid(st, 0, piece(0))
+    assert await store_if_valid(st, 1, bytearray(piece(1)))
     assert await st.verify() == {0, 1}
     await st.close()
 
