@@ -69,10 +69,10 @@ class PieceWorkers:
                 result: Result = work(index, data)
             except Exception as exc:       # e.g. a StorageError: the torrent decides
                 result = exc
-            del job, data                  # a waiting thread must not keep the buffer alive
             with self._lock:
                 self._finished.append((on_done, result))
                 wake, self._wake_pending = not self._wake_pending, True
+            del job, data, on_done         # a waiting thread must not keep the buffer alive
             if wake:
                 try:
                     self._loop.call_soon_threadsafe(self._deliver)
@@ -83,7 +83,12 @@ class PieceWorkers:
         with self._lock:
             finished, self._finished = self._finished, []
             self._wake_pending = False
-        for on_done, result in finished:
+        # One by one, each let go before the next: a callback may check that nobody else
+        # holds an earlier piece's buffer (the storage reuses it then), and a batch can be
+        # longer than its cache.
+        finished.reverse()
+        while finished:
+            on_done, result = finished.pop()
             try:
                 on_done(result)
             except Exception:

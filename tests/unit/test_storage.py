@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from peer.storage import MIN_CACHED, PieceMemory, Span, Storage, StorageError
+from peer.storage import _EXACT_REFCOUNTS, MIN_CACHED, PieceMemory, Span, Storage, StorageError
 
 
 @dataclass(frozen=True)
@@ -240,6 +240,34 @@ async def test_store_if_valid_writes_only_matching_pieces(tmp_path):
     assert await store_if_valid(st, 1, bytearray(piece(1)))
     assert await st.verify() == {0, 1}
     await st.close()
+
+
+@pytest.mark.skipif(not _EXACT_REFCOUNTS, reason="buffers are reused only where refcounts are exact")
+async def test_pieces_checked_in_one_batch_give_their_buffers_back(tmp_path):
+    """40 pieces handed over at once come back from the threads in a batch longer than the
+    16-piece cache; each piece leaving the cache must go back to the spares."""
+    data = os.urandom(40 * 16384)
+    meta = make_meta("b", [(("f",), len(data))], 16384, data)
+    st = Storage(meta, tmp_path)
+    await st.open()
+    answers: list = []
+    all_back = asyncio.Event()
+
+    def answered(result) -> None:
+        answers.append(result)
+        if len(answers) == 40:
+            all_back.set()
+
+    for i in range(40):
+        buf = st.piece_buffer(16384)
+        buf[:] = data[i * 16384:(i + 1) * 16384]
+        st.store_if_valid(i, buf, answered)
+    del buf
+    await asyncio.wait_for(all_back.wait(), 10)
+    assert answers == [True] * 40
+    assert len(st._cache) == 16 and len(st._spare) == 40 - 16
+    await st.close()
+    assert (tmp_path / "b" / "f").read_bytes() == data
 
 
 async def test_symlink_out_of_root_is_refused(tmp_path):
