@@ -6,7 +6,6 @@ API:
     await storage.verify(on_progress=None) -> set[int]   # pieces on disk whose SHA-1 matches
     storage.store_if_valid(index, data, on_done)         # SHA-1 check, then write, on a worker
                                                          # thread; on_done(True/False/error) after
-    await storage.write_piece(index, data)               # whole piece known to be good
     await storage.read_piece(index) -> bytes             # through a small cache; prefetch(index)
     storage.file_spans(index, begin=0, length=None) -> list[Span]   # piece range -> file ranges
     await storage.close()
@@ -322,15 +321,6 @@ class Storage:
             fut.add_done_callback(_ignore_result)
 
     # -- pieces ---------------------------------------------------------------------------
-    async def write_piece(self, index: int, data: bytes | bytearray) -> None:
-        """Write one verified piece, one pwrite per file it touches."""
-        self._require_open()
-        if len(data) != self.meta.piece_size(index):
-            raise ValueError(f"piece {index} is {self.meta.piece_size(index)} bytes, got {len(data)}")
-        data = bytes(data)
-        await asyncio.to_thread(self._write_sync, index, data)
-        self._remember(index, data)
-
     def _write_sync(self, index: int, data: bytes) -> None:
         view = memoryview(data)
         with self._write_lock:

@@ -80,8 +80,8 @@ async def test_write_then_read_back_byte_identical(tmp_path):
     assert sizes == {"multi/a.bin": 10000, "multi/empty": 0, "multi/sub/b.bin": 10000,
                      "multi/sub/deeper/c.bin": 30000, "multi/d.bin": 5}
     assert await st.verify() == set()
-    await st.write_piece(1, piece(1))
-    await st.write_piece(0, bytearray(piece(0)))
+    await store_if_valid(st, 1, piece(1))
+    await store_if_valid(st, 0, bytearray(piece(0)))
     st._cache.clear()
     assert await st.read_piece(0) == piece(0)
     assert (await st.read_piece(1))[16384:] == DATA[PL + 16384:]
@@ -181,8 +181,8 @@ async def test_without_page_cache_reads_a_thread_reads_the_piece(tmp_path):
 async def test_verify_finds_good_pieces_and_a_corrupted_byte(tmp_path):
     st = Storage(META, tmp_path)
     await st.open()
-    await st.write_piece(0, piece(0))
-    await st.write_piece(1, piece(1))
+    await store_if_valid(st, 0, piece(0))
+    await store_if_valid(st, 1, piece(1))
     progress = []
     assert await st.verify(lambda done, total: progress.append((done, total))) == {0, 1}
     assert progress[-1] == (2, 2)
@@ -200,8 +200,8 @@ async def test_verify_finds_good_pieces_and_a_corrupted_byte(tmp_path):
 async def test_verify_missing_and_short_files(tmp_path):
     st = Storage(META, tmp_path)
     await st.open()
-    await st.write_piece(0, piece(0))
-    await st.write_piece(1, piece(1))
+    await store_if_valid(st, 0, piece(0))
+    await store_if_valid(st, 1, piece(1))
     await st.close()
     (tmp_path / "multi" / "d.bin").unlink()        # only in piece 1
     st = Storage(META, tmp_path)
@@ -298,8 +298,7 @@ async def test_misuse_is_reported(tmp_path):
     with pytest.raises(StorageError, match="not open"):
         await st.read_piece(0)
     await st.open()
-    with pytest.raises(ValueError):
-        await st.write_piece(0, b"short")
+    assert await store_if_valid(st, 0, b"short") is False
     await st.close()
     await st.close()   # twice is fine
 
@@ -334,7 +333,7 @@ async def test_disk_full_and_read_only_are_clear_errors(tiny_tmpfs):
     await st.open()            # sparse: 2 MiB of file on a 1 MiB disk is fine until written
     with pytest.raises(StorageError) as info:
         for i in range(meta.num_pieces):
-            await st.write_piece(i, data[i * 262144:(i + 1) * 262144])
+            await store_if_valid(st, i, data[i * 262144:(i + 1) * 262144])
     assert str(info.value) == f"disk full writing {tiny_tmpfs / 'big' / 'big.bin'}"
     await st.close()
     subprocess.run(["mount", "-o", "remount,ro", str(tiny_tmpfs)], check=True)
