@@ -180,16 +180,21 @@ def build_announce_url(announce_url: str, req: AnnounceRequest) -> str:
 _MAX_QUERY = 8192
 
 
-def _split_query(raw_query: str | bytes) -> list[tuple[str, bytes]]:
-    """Raw `a=b&c=d` into (name, value bytes) pairs."""
+def _query_bytes(raw_query: str | bytes) -> bytes:
+    """The raw query as bytes, refused if it is not ASCII or too long."""
     if isinstance(raw_query, str):
         if not raw_query.isascii():
             raise TrackerProtocolError("query string must be ASCII (percent-encode binary values)")
         raw_query = raw_query.encode("ascii")
     if len(raw_query) > _MAX_QUERY:
         raise TrackerProtocolError(f"query string longer than {_MAX_QUERY} bytes")
+    return raw_query
+
+
+def _split_query(raw_query: str | bytes) -> list[tuple[str, bytes]]:
+    """Raw `a=b&c=d` into (name, value bytes) pairs."""
     pairs = []
-    for part in raw_query.split(b"&"):
+    for part in _query_bytes(raw_query).split(b"&"):
         if not part:
             continue
         name, _, value = part.partition(b"=")
@@ -256,13 +261,7 @@ def _announce_fields(raw_query: str | bytes) -> dict[bytes, bytes]:
 
     The tracker's hot path: a query of known names is split in one pass (8 parameters:
     1 us, against 8 us when every name and value is looked at for escapes)."""
-    if isinstance(raw_query, str):
-        if not raw_query.isascii():
-            raise TrackerProtocolError("query string must be ASCII (percent-encode binary values)")
-        raw_query = raw_query.encode("ascii")
-    if len(raw_query) > _MAX_QUERY:
-        raise TrackerProtocolError(f"query string longer than {_MAX_QUERY} bytes")
-    parts = raw_query.split(b"&")
+    parts = _query_bytes(raw_query).split(b"&")
     fields = {}
     for part in parts:
         name, _, value = part.partition(b"=")
