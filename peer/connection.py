@@ -37,6 +37,7 @@ Block = tuple[int, int, int]  # (piece index, begin, length)
 #: twice this is a flood and ends the connection.
 OUR_REQQ = 1000
 SEND_BATCH = 4          # blocks per write when serving (see _serve)
+MAX_UNANSWERED_CANCELS = 1024   # a peer that never answers them costs no more than this
 #: a peer that never said `reqq` gets at most this many of our requests at once
 DEFAULT_PEER_REQQ = 250
 WRITE_HIGH_WATER = 4 * 1024 * 1024
@@ -87,6 +88,10 @@ class PeerConnection(asyncio.BufferedProtocol):
         self.got_first_message = False
 
         self.inflight: set[Block] = set()              # our requests not yet answered
+        # BEP 6: a fast peer answers even a cancelled request (piece or reject), and a
+        # request is known only by its block, so a late reject for a cancelled request must
+        # not be taken for the answer to the same block asked again since.
+        self.cancels_unanswered: set[Block] = set()
         self.max_inflight = 32                          # grows with the measured rate
         self.peer_reqq = DEFAULT_PEER_REQQ
         self.queued: collections.deque[Block] = collections.deque()  # their requests to us
@@ -105,7 +110,7 @@ class PeerConnection(asyncio.BufferedProtocol):
         self.upload = RateMeter()     # piece payload we sent them
         self.last_received = now
         self.last_sent = now
-        self.last_block_at = now
+        self.last_progress_at = now
         self._timer: asyncio.TimerHandle | None = None
 
     # -- asyncio.Protocol ---------------------------------------------------------
@@ -143,7 +148,7 @@ class PeerConnection(asyncio.BufferedProtocol):
         if torrent is not None and not self.closed:
             if got:
                 self.download.add(got, now)
-                self.last_block_at = now
+                self.last_progress_at = now
                 self.snubbed = False
                 torrent.blocks_read(self, got)
             torrent.throttle_download(self, nbytes)
@@ -219,10 +224,14 @@ class PeerConnection(asyncio.BufferedProtocol):
     def set_interested(self, interested: bool) -> None:
         if interested != self.am_interested:
             self.am_interested = interested
+            if not interested:
+                self.snubbed = False    # nothing more to ask it: it cannot be sitting on asks
             self.send(Interested() if interested else NotInterested())
 
     def request(self, blocks: list[Block]) -> None:
         """Queue requests; they leave in one write at the end of this loop iteration."""
+        if not self.inflight:      # the snub clock starts when we start waiting, not before
+            self.last_progress_at = self.loop.time()
         self.inflight.update(blocks)
         if not self._outbox:
             self.loop.call_soon(self._flush_requests)
@@ -242,6 +251,8 @@ class PeerConnection(asyncio.BufferedProtocol):
             self.inflight.discard(block)
             if block not in self._outbox:  # still unsent: _flush_requests drops it
                 self.send(Cancel(*block))
+                if self.fast and len(self.cancels_unanswered) < MAX_UNANSWERED_CANCELS:
+                    self.cancels_unanswered.add(block)
 
     def request_room(self) -> int:
         """How many more requests this peer should have in flight to stay busy."""
@@ -305,7 +316,9 @@ class PeerConnection(asyncio.BufferedProtocol):
             torrent.on_interest_changed(self)
         elif kind is RejectRequest:
             block = (msg.index, msg.begin, msg.length)  # type: ignore[attr-defined]
-            if block in self.inflight:
+            if block in self.cancels_unanswered:         # the answer to our cancel
+                self.cancels_unanswered.discard(block)
+            elif block in self.inflight:
                 self.inflight.discard(block)
                 torrent.on_requests_dropped(self, [block], refused=not self.peer_choking)
         elif kind is Extended:
@@ -394,6 +407,8 @@ class PeerConnection(asyncio.BufferedProtocol):
             raise ProtocolError(f"block {msg.begin}+{n} of piece {msg.index} is not in the torrent")
         block = (msg.index, msg.begin, n)
         self.inflight.discard(block)
+        if self.cancels_unanswered:      # (a cancelled request answered by its block after all)
+            self.cancels_unanswered.discard(block)
         if self._probe is not None and self._probe[0] == block:
             self.min_rtt = min(self.min_rtt, now - self._probe[1])
             self._probe = None
@@ -469,7 +484,7 @@ class PeerConnection(asyncio.BufferedProtocol):
             # (while our download limit has paused reading, the silence is ours, not theirs)
             self.close(f"silent for {t.idle:.0f} s")
             return
-        snubbing = now - self.last_block_at > t.snub and not self.peer_choking
+        snubbing = now - self.last_progress_at > t.snub and not self.peer_choking
         if self.inflight and (
                 snubbing
                 # BEP 6: a choke is followed by a reject for every request it drops; a peer

@@ -72,7 +72,8 @@ class PieceWorkers:
             with self._lock:
                 self._finished.append((on_done, result))
                 wake, self._wake_pending = not self._wake_pending, True
-            del job, data, on_done         # a waiting thread must not keep the buffer alive
+            # a waiting thread must not keep the buffer alive (an error's traceback holds it too)
+            del job, data, on_done, result
             if wake:
                 try:
                     self._loop.call_soon_threadsafe(self._deliver)
@@ -87,9 +88,17 @@ class PieceWorkers:
         # holds an earlier piece's buffer (the storage reuses it then), and a batch can be
         # longer than its cache.
         finished.reverse()
-        while finished:
-            on_done, result = finished.pop()
-            try:
-                on_done(result)
-            except Exception:
-                log.exception("handling a checked piece failed")
+        try:
+            while finished:
+                on_done, result = finished.pop()
+                try:
+                    on_done(result)
+                except Exception:
+                    log.exception("handling a checked piece failed")
+        finally:
+            if finished:               # a BaseException went through: the rest go next time
+                finished.reverse()
+                with self._lock:
+                    self._finished[:0] = finished
+                    self._wake_pending = True
+                self._loop.call_soon(self._deliver)

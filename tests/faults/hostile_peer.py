@@ -156,9 +156,12 @@ class FakeSeed:
 
     def __init__(self, meta: Metainfo, data: bytes,
                  serve: Callable[[Metainfo, bytes, int, int, int], bytes | None],
-                 interested: bool = False) -> None:
+                 interested: bool = False, unchoke_after: float = 0.0,
+                 first_block_after: float = 0.0) -> None:
         self.meta = meta
         self.interested = interested     # also asks for data (and so competes for our slots)
+        self.unchoke_after = unchoke_after           # seconds it keeps an interested peer choked
+        self.first_block_after = first_block_after   # and then before its first answer
         self.data = data
         self.serve = serve
         self.peer_id = random_peer_id(b"-FAKESD-")
@@ -192,9 +195,12 @@ class FakeSeed:
             while True:
                 msg = await peer.recv(60)
                 if isinstance(msg, Interested):
+                    await asyncio.sleep(self.unchoke_after)
                     peer.send(Unchoke())
                 elif isinstance(msg, Request):
                     self.requests_seen += 1
+                    if self.requests_seen == 1:
+                        await asyncio.sleep(self.first_block_after)
                     block = self.serve(self.meta, self.data, msg.index, msg.begin, msg.length)
                     if isinstance(block, RejectRequest):
                         peer.send(block)

@@ -331,6 +331,66 @@ async def test_a_peer_that_sits_on_our_requests_loses_its_upload_slot(clients, t
         await staller.close()
 
 
+async def test_a_peer_slow_to_unchoke_is_not_taken_for_a_snubber(clients, tmp_path):
+    """The snub clock starts when we start waiting for blocks: a peer that keeps us choked
+    for longer than the snub timeout (1.5 s here), then takes a moment over its first
+    block, is not snubbing us."""
+    data = make_file(tmp_path / "src" / "data.bin", 20 * PIECE)
+    _, meta = torrent_for(tmp_path / "src" / "data.bin", piece_length=PIECE)
+    slow = await FakeSeed(meta, data, honest, unchoke_after=2.0, first_block_after=0.6).start()
+    try:
+        leecher = await clients()
+        lt = await leecher.add_torrent(meta, tmp_path / "leech")
+        lt.add_peers([("127.0.0.1", slow.port)], "test")
+        ever_snubbed = False
+        for _ in range(300):
+            ever_snubbed = ever_snubbed or any(c.snubbed for c in lt.connections)
+            if lt.complete.is_set():
+                break
+            await asyncio.sleep(0.02)
+        assert lt.complete.is_set()
+    finally:
+        await slow.close()
+    assert not ever_snubbed
+    assert (tmp_path / "leech" / "data.bin").read_bytes() == data
+
+
+async def test_a_late_reject_of_a_cancelled_request_is_not_taken_for_the_asking_again(clients, tmp_path):
+    """BEP 6 answers a cancelled request too. We cancel block B, ask for B again (as the
+    endgame can), and the peer rejects the first request, then sends B: the reject answers
+    the cancel and must not drop the second request (or mark the piece refused)."""
+    data = make_file(tmp_path / "src" / "data.bin", 4 * PIECE)
+    _, meta = torrent_for(tmp_path / "src" / "data.bin", piece_length=PIECE)
+    leecher = await clients()
+    lt = await leecher.add_torrent(meta, tmp_path / "leech")
+    seed = await HostilePeer.connect(leecher.port)
+    try:
+        await seed.handshake(meta.info_hash)
+        seed.send(HaveAll())
+        await seed.expect(Interested)
+        seed.send(Unchoke())
+        first = await seed.expect(Request)
+        conn = next(iter(lt.connections))
+        block = (first.index, first.begin, first.length)
+        assert block in conn.inflight
+        conn.cancel(block)
+        conn.request([block])
+        await seed.expect(Cancel)
+        seed.send(RejectRequest(*block))                # answers the cancelled request
+        for _ in range(20):
+            await asyncio.sleep(0.02)
+        assert block in conn.inflight, "the reject of the cancelled request dropped the new one"
+        offset = first.index * meta.piece_length + first.begin
+        seed.send(Piece(first.index, first.begin, data[offset:offset + first.length]))
+        for _ in range(100):
+            if block not in conn.inflight:
+                break
+            await asyncio.sleep(0.02)
+        assert block not in conn.inflight and not conn.cancels_unanswered
+    finally:
+        seed.close()
+
+
 @pytest.mark.parametrize("fast", [True, False])
 async def test_a_cancelled_request_gets_exactly_one_answer_under_bep6(clients, tmp_path, fast):
     """BEP 6: with the fast extension, a request cancelled while still queued is answered by
