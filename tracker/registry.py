@@ -298,46 +298,35 @@ class SwarmRegistry:
         if available <= 0:
             return []
         if n >= available:                 # small swarm: everyone but me, in at most 3 runs
-            # (not through the span arithmetic below: 10 % more UDP announces a second)
+            # (inline, not through _span: 10 % more UDP announces a second)
             runs: _Runs = []
             if mine is None or mine >= size1:
                 if size1:
                     runs.append((first, 0, size1))
             else:
-                _all_but(runs, first, size1, mine)
-            size2 = total - size1
-            if size2:
+                _all_but(runs, first, 0, size1, mine)
+            if total > size1:
                 if mine is None or mine < size1:
-                    runs.append((second, 0, size2))  # type: ignore[arg-type]
+                    runs.append((second, 0, total - size1))  # type: ignore[arg-type]
                 else:
-                    _all_but(runs, second, size2, mine - size1)  # type: ignore[arg-type]
+                    _all_but(runs, second, 0, total - size1, mine - size1)  # type: ignore[arg-type]
             return runs
         start = int(self._rng.random() * total)
-        length = n
         if mine is not None and (mine - start) % total < n:
-            length += 1
-        elif start + n <= size1:           # the usual case: one run inside `first`
+            end = start + n + 1            # one more, for the asker cut out of it
+        elif start + n <= size1:           # the usual cases: one run inside one list
             return [(first, start, start + n)]
         elif start >= size1 and start + n <= total:
             return [(second, start - size1, start - size1 + n)]  # type: ignore[list-item]
-        spans = [(start, min(total, start + length))]      # in first + second coordinates
-        if start + length > total:
-            spans.append((0, start + length - total))
-        if mine is not None:
-            cut = []
-            for lo, hi in spans:
-                if lo <= mine < hi:
-                    cut += [(lo, mine), (mine + 1, hi)]
-                else:
-                    cut.append((lo, hi))
-            spans = cut
-        runs = []
-        for lo, hi in spans:
-            if lo < size1:
-                runs.append((first, lo, min(hi, size1)))
-            if hi > size1:
-                runs.append((second, max(lo, size1) - size1, hi - size1))  # type: ignore[arg-type]
-        return [r for r in runs if r[2] > r[1]]
+        else:
+            end = start + n
+        runs = []              # the window crosses from first into second, wraps, or holds me
+        if end <= total:
+            _span(runs, first, second, size1, start, end, mine)
+        else:
+            _span(runs, first, second, size1, start, total, mine)
+            _span(runs, first, second, size1, 0, end - total, mine)
+        return runs
 
     @staticmethod
     def _remove(swarm: _Swarm, key: tuple[str, int], v6: bool) -> None:
@@ -392,12 +381,26 @@ class SwarmRegistry:
                 for a in peers.addrs(0, len(peers))]
 
 
-def _all_but(runs: _Runs, lst: _PeerList, size: int, mine: int) -> None:
-    """Add the runs of positions 0..size of `lst` without `mine` (no empty run)."""
-    if mine:
-        runs.append((lst, 0, mine))
-    if mine + 1 < size:
-        runs.append((lst, mine + 1, size))
+def _span(runs: _Runs, first: _PeerList, second: _PeerList | None, size1: int, lo: int, hi: int,
+          mine: int | None) -> None:
+    """Add the runs of positions lo..hi of first + second (hi <= their total), leaving out
+    position `mine`; no empty run."""
+    if lo < size1:
+        _all_but(runs, first, lo, min(hi, size1), mine)
+    if hi > size1:
+        _all_but(runs, second, max(lo, size1) - size1, hi - size1,  # type: ignore[arg-type]
+                 None if mine is None else mine - size1)
+
+
+def _all_but(runs: _Runs, lst: _PeerList, lo: int, hi: int, mine: int | None) -> None:
+    """Add the runs of positions lo..hi (lo < hi) of `lst` without `mine` (no empty run)."""
+    if mine is None or not lo <= mine < hi:
+        runs.append((lst, lo, hi))
+        return
+    if mine > lo:
+        runs.append((lst, lo, mine))
+    if mine + 1 < hi:
+        runs.append((lst, mine + 1, hi))
 
 
 def _packed(runs: _Runs) -> bytes:

@@ -277,3 +277,33 @@ def test_mixed_families_each_packed_in_its_own_form():
     # the dictionary form lists both families
     got = {p.ip for p in reg.announce(req(2, numwant=50), ip(2), now=2).peers}
     assert any(":" in a for a in got) and any("." in a for a in got)
+
+
+def test_a_sample_is_the_window_after_a_random_start_without_the_asker():
+    """_sample against its definition, position by position: n consecutive positions of
+    first + second from the random start, wrapping around, the asker's left out (so the
+    window reaches one further); everyone but the asker when n covers them. No empty run."""
+    from tracker.registry import _PeerList
+    cases = random.Random(11)
+    for _ in range(20_000):
+        first, second = _PeerList(6), _PeerList(6)
+        first.keys = [b""] * cases.randint(0, 30)
+        has_second = cases.random() < 0.8
+        second.keys = [b""] * (cases.randint(0, 30) if has_second else 0)
+        size1, total = len(first.keys), len(first.keys) + len(second.keys)
+        mine = cases.choice([None, *range(total)])
+        n = cases.randint(1, 40)
+        seed = cases.random()
+        runs = SwarmRegistry(rng=random.Random(seed))._sample(
+            first, second if has_second else None, mine, n)
+        got = []
+        for lst, lo, hi in runs:
+            assert lo < hi, "an empty run"
+            got.extend((0 if lst is first else size1) + i for i in range(lo, hi))
+        everyone = [p for p in range(total) if p != mine]
+        if n >= len(everyone):
+            expected = everyone
+        else:
+            start = int(random.Random(seed).random() * total)
+            expected = [p for p in ((start + k) % total for k in range(n + 1)) if p != mine][:n]
+        assert got == expected, (size1, total, mine, n)
