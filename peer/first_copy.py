@@ -27,6 +27,9 @@ from __future__ import annotations
 from array import array
 
 
+_GONE = -1      # `_asker` of a piece whose first asker left: asked for, but nobody's now
+
+
 class FirstCopy:
     __slots__ = ("window", "reask", "fresh", "_asker", "_asked_at", "_refused", "_deaf")
 
@@ -66,9 +69,20 @@ class FirstCopy:
         return True
 
     def forget(self, peer: object) -> None:
-        """`peer` is gone: drop what was kept about it."""
+        """`peer` is gone: drop what was kept about it, and end its windows, so that the
+        pieces it asked for first are not kept from the others for nothing."""
         self._refused.pop(peer, None)
         self._deaf.discard(peer)
+        if not self.fresh:
+            return
+        asker, me, i = self._asker, id(peer), -1
+        try:
+            while True:
+                i = asker.index(me, i + 1)      # (a C scan: 0.4 ms for 400,000 pieces)
+                asker[i] = _GONE
+                self._asked_at[i] = 0.0
+        except ValueError:
+            pass
 
     def admit(self, peer: object, index: int, now: float) -> bool:
         """True: serve `peer` this piece's block. False: refuse it, another peer has it coming.

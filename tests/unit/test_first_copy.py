@@ -79,3 +79,13 @@ def test_an_exempt_peer_is_served_and_its_ask_counts():
     assert not fc.refuse(A, 3, 0, now=1.0, exempt=True)  # e.g. no BEP 6
     assert fc.fresh == 7
     assert fc.refuse(B, 3, 0, now=1.5)                   # A's ask holds the piece for 2 s
+
+
+def test_a_peer_that_leaves_frees_the_pieces_it_asked_for_first():
+    fc = FirstCopy(4, window=2.0)
+    assert fc.admit(A, 0, now=10.0) and fc.admit(A, 2, now=10.0) and fc.admit(C, 1, now=10.0)
+    fc.forget(A)                               # A disconnected: nothing of 0 or 2 is coming
+    assert fc.admit(B, 0, now=10.5) and fc.admit(B, 2, now=10.5)
+    assert not fc.admit(D, 1, now=10.5)        # C is still there
+    assert not fc.admit(D, 0, now=10.6)        # B's ask of 0 counts as the first now
+    assert fc.fresh == 1                       # forgetting A made no piece fresh again
