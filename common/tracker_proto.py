@@ -16,7 +16,7 @@ import codecs
 import functools
 import socket
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import quote_from_bytes, unquote_to_bytes, urlsplit, urlunsplit
 
@@ -191,19 +191,13 @@ def _query_bytes(raw_query: str | bytes) -> bytes:
     return raw_query
 
 
-def _split_query(raw_query: str | bytes) -> list[tuple[str, bytes]]:
-    """Raw `a=b&c=d` into (name, value bytes) pairs."""
-    pairs = []
-    for part in _query_bytes(raw_query).split(b"&"):
-        if not part:
-            continue
-        name, _, value = part.partition(b"=")
-        if b"%" in name or b"+" in name:       # (the checks inline: this runs per parameter)
-            name = _unquote(name)
-        if b"%" in value or b"+" in value:
-            value = _unquote(value)
-        pairs.append((name.decode("utf-8", "replace"), value))
-    return pairs
+def _pairs(parts: list[bytes]) -> Iterator[tuple[bytes, bytes]]:
+    """(name, value) of each non-empty `name=value` part: the name percent-decoded, the
+    value still raw, for the reader to decode if it uses it."""
+    for part in parts:
+        if part:
+            name, _, value = part.partition(b"=")
+            yield _unquote(name), value
 
 
 _PERCENTS = b"%" * 64
@@ -269,13 +263,10 @@ def _announce_fields(raw_query: str | bytes) -> dict[bytes, bytes]:
     if len(fields) == len(parts) and _PLAIN_NAMES.issuperset(fields):
         return fields
     fields = {}             # unusual names (escaped, unknown or empty) or a repeat: the slow way
-    for part in parts:
-        if part:
-            name, _, value = part.partition(b"=")
-            name = _unquote(name)
-            if name in fields:
-                raise TrackerProtocolError(f"parameter {name.decode('utf-8', 'replace')} given twice")
-            fields[name] = value
+    for name, value in _pairs(parts):
+        if name in fields:
+            raise TrackerProtocolError(f"parameter {name.decode('utf-8', 'replace')} given twice")
+        fields[name] = value
     return fields
 
 
@@ -294,8 +285,7 @@ def parse_announce_query(raw_query: str | bytes) -> AnnounceRequest:
         event = ""
     if event not in EVENTS:
         raise TrackerProtocolError(f"unknown event {event[:30]!r}")
-    numwant = get(b"numwant")
-    compact = get(b"compact", b"1")
+    numwant, compact, key = get(b"numwant"), get(b"compact", b"1"), get(b"key")
     return AnnounceRequest(
         info_hash=_parse_hash("info_hash", _unquote(info_hash)),
         peer_id=_parse_hash("peer_id", _unquote(peer_id)),
@@ -303,14 +293,12 @@ def parse_announce_query(raw_query: str | bytes) -> AnnounceRequest:
         downloaded=_parse_uint("downloaded", get(b"downloaded", b"0")),
         left=_parse_uint("left", get(b"left", b"0")), event=event,
         numwant=None if numwant is None else _parse_uint("numwant", numwant),
-        compact=(compact if compact.isdigit() else _unquote(compact)) != b"0",
-        key=_parse_key(get(b"key")))
+        compact=_unquote(compact) != b"0",
+        key=None if key is None else _parse_key(_unquote(key)))
 
 
 def _parse_key(value: bytes | None) -> int | None:
     """Clients send the key as up to 8 hex digits; it is opaque, so anything else is dropped."""
-    if value and b"%" in value:
-        value = _unquote(value)
     if not value or len(value) > 8:
         return None
     try:
@@ -450,9 +438,9 @@ def build_scrape_url(scrape_url: str, info_hashes: Sequence[bytes]) -> str:
 def parse_scrape_query(raw_query: str | bytes) -> list[bytes]:
     """The info-hashes asked for, in order, without repeats; empty means "all" (tracker may refuse)."""
     hashes: list[bytes] = []
-    for name, value in _split_query(raw_query):
-        if name == "info_hash":
-            value = _parse_hash("info_hash", value)
+    for name, value in _pairs(_query_bytes(raw_query).split(b"&")):
+        if name == b"info_hash":
+            value = _parse_hash("info_hash", _unquote(value))
             if value not in hashes:
                 hashes.append(value)
     return hashes

@@ -61,8 +61,11 @@ class Choker:
         def rate(p: PeerStats) -> float:
             return p.upload_rate if seeding else p.download_rate
 
+        def snubbing(p: PeerStats) -> bool:     # (a seed gets nothing from anyone anyway)
+            return p.snubbed and not seeding
+
         def eligible(p: PeerStats) -> bool:
-            return p.interested and (seeding or not p.snubbed)
+            return p.interested and not snubbing(p)
 
         if now >= self._next_recompute:
             self._next_recompute = now + self.recompute_every
@@ -77,8 +80,7 @@ class Choker:
                           if full and not p.interested and rate(p) > slowest}
         else:
             # a peer that snubs us while we leech loses its slot now, not at the next ranking
-            self.regular = {k for k in self.regular
-                            if k in by_key and (seeding or not by_key[k].snubbed)}
+            self.regular = {k for k in self.regular if k in by_key and not snubbing(by_key[k])}
             self.extra = {k for k in self.extra if k in by_key and not by_key[k].interested}
             busy = sum(1 for k in self.regular if by_key[k].interested)
             waiting = [p for p in peers if eligible(p) and p.key not in self.regular

@@ -223,9 +223,9 @@ class Storage:
         if not self._opened:
             return
         self._opened = False
-        self.memory.used -= sum(len(b) for b in self._cache.values()) + sum(len(b) for b in self._spare)
+        self.memory.used -= sum(len(b) for b in self._cache.values())
         self._cache.clear()
-        self._spare.clear()
+        self._keep_spares(0)
         self._stop_workers(discard=True)
 
         def close_all() -> None:
@@ -285,9 +285,13 @@ class Storage:
                        on_done: Callable[[bool | Exception], None]) -> None:
         """Hash a freshly assembled piece and, if it matches, write it, on this torrent's
         worker threads; then, on the event loop, `on_done(True)` (written), `on_done(False)`
-        (wrong hash or size) or `on_done(error)` (a StorageError). No copy: the torrent hands
+        (wrong hash or size) or `on_done(error)` (a StorageError), always later. No copy: the torrent hands
         over a finished piece buffer and never touches it again."""
-        self._require_open()
+        try:
+            self._require_open()
+        except StorageError as error:      # closed under a download: told like any other error
+            asyncio.get_running_loop().call_soon(on_done, error)
+            return
         if self._workers is None:
             self._workers = PieceWorkers(self._check_and_write)
 
@@ -314,11 +318,8 @@ class Storage:
 
     def prefetch(self, index: int) -> None:
         """Start reading a piece into the cache, so a server's next pieces are ready in time."""
-        if index not in self._cache and index not in self._reading and self._opened:
-            if self._read_if_cached(index) is not None:
-                return
-            fut = asyncio.ensure_future(self.read_piece(index))
-            fut.add_done_callback(_ignore_result)
+        if self._opened:
+            self._start_read(index)
 
     # -- pieces ---------------------------------------------------------------------------
     def _write_sync(self, index: int, data: bytes) -> None:
@@ -343,6 +344,12 @@ class Storage:
 
     async def read_piece(self, index: int) -> bytes:
         self._require_open()
+        got = self._start_read(index)
+        return await asyncio.shield(got) if isinstance(got, asyncio.Future) else got
+
+    def _start_read(self, index: int) -> bytes | asyncio.Future:
+        """The piece at once (our cache, or the OS's page cache), or the thread read that
+        brings it (shared: concurrent reads of one piece cost one)."""
         data = self._cache.get(index)
         if data is not None:
             self._cache.move_to_end(index)
@@ -355,10 +362,10 @@ class Storage:
             pending = asyncio.ensure_future(asyncio.to_thread(self._read_sync, index))
             self._reading[index] = pending
             pending.add_done_callback(lambda f: self._read_done(index, f))
-        return await asyncio.shield(pending)
+        return pending
 
     def _read_done(self, index: int, fut: asyncio.Future) -> None:
-        self._reading.pop(index, None)
+        self._reading.pop(index, None)    # (exception() also marks a prefetch's error as seen)
         if not fut.cancelled() and fut.exception() is None and self._opened:
             self._remember(index, fut.result())
 
@@ -434,9 +441,12 @@ class Storage:
         """Keep only as many spare buffers as seeding needs (the cache's size), and let the
         hashing threads go once their last pieces are written."""
         self._spare_max = self._cache_pieces
-        self.memory.used -= sum(len(b) for b in self._spare[self._spare_max:])
-        del self._spare[self._spare_max:]
+        self._keep_spares(self._spare_max)
         self._stop_workers()
+
+    def _keep_spares(self, count: int) -> None:
+        self.memory.used -= sum(len(b) for b in self._spare[count:])
+        del self._spare[count:]
 
     def _stop_workers(self, discard: bool = False) -> None:
         """The hashing threads end once the pieces already given to them are written (or,
@@ -470,11 +480,6 @@ class Storage:
     def _require_open(self) -> None:
         if not self._opened:
             raise StorageError(f"storage for {self.meta.name} is not open")
-
-
-def _ignore_result(fut: asyncio.Future) -> None:
-    if not fut.cancelled():
-        fut.exception()  # a failed prefetch is retried by the real read, which reports it
 
 
 def _allow_open_files(needed: int) -> None:

@@ -416,13 +416,8 @@ class Torrent:
                 del self.assembling[index]
                 self.hashing.add(index)
                 senders = self.senders.pop(index, {})
-                try:
-                    self.storage.store_if_valid(
-                        index, buf, lambda result: self._piece_stored(index, buf, senders, result))
-                except StorageError as exc:       # closed under us
-                    self.hashing.discard(index)
-                    self.fail(str(exc))
-                    return
+                self.storage.store_if_valid(
+                    index, buf, lambda result: self._piece_stored(index, buf, senders, result))
                 if len(self.hashing) >= self.unwritten_max and self.disk_ready.is_set():
                     self.disk_ready.clear()
                     for conn in self.connections:

@@ -298,7 +298,8 @@ class SwarmRegistry:
         if available <= 0:
             return []
         if n >= available:                 # small swarm: everyone but me, in at most 3 runs
-            # (inline, not through _span: 10 % more UDP announces a second)
+            # (inline: through _span and the window arithmetic below, tracker_bench --only udp
+            # gave 107,000-112,000 announces/s against 114,000-116,000)
             runs: _Runs = []
             if mine is None or mine >= size1:
                 if size1:

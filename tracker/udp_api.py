@@ -63,15 +63,13 @@ class UdpTracker:
 
     def _valid(self, connection_id: bytes, addr: tuple, now: float) -> bool:
         end = self._slot_end
-        if self._checked.get(addr) == connection_id and end - self.slot_seconds <= now < end:
-            return True                   # the usual case: no division, one lookup
-        slot = int(now // self.slot_seconds)
-        if slot != self._slot:
-            self._slot = slot
+        if not end - self.slot_seconds <= now < end:      # a new slot (no division otherwise)
+            slot = self._slot = int(now // self.slot_seconds)
             self._slot_end = (slot + 1) * self.slot_seconds
             self._checked.clear()
-        if self._checked.get(addr) == connection_id:
+        if self._checked.get(addr) == connection_id:     # the usual case: one lookup
             return True
+        slot = self._slot
         if (connection_id == self._id_bytes(addr, slot)
                 or connection_id == self._id_bytes(addr, slot - 1)):
             if len(self._checked) < CHECKED_IDS_MAX:

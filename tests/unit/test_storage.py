@@ -301,6 +301,8 @@ async def test_misuse_is_reported(tmp_path):
     assert await store_if_valid(st, 0, b"short") is False
     await st.close()
     await st.close()   # twice is fine
+    with pytest.raises(StorageError, match="not open"):    # answered on the loop, not raised
+        await store_if_valid(st, 0, piece(0))
 
 
 @pytest.fixture
