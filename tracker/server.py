@@ -17,7 +17,7 @@ from aiohttp import web
 
 from tracker.http_api import create_app
 from tracker.registry import SwarmRegistry
-from tracker.udp_api import UdpTracker, start_udp_server
+from tracker.udp_api import UdpServer, UdpTracker, start_udp_server
 
 __all__ = ["TrackerConfig", "RunningTracker", "bind_sockets", "start_tracker"]
 
@@ -81,7 +81,7 @@ class RunningTracker:
     host: str
     port: int
     _runner: web.AppRunner
-    _udp: asyncio.DatagramTransport
+    _udp: UdpServer
     _expiry: asyncio.Task
 
     @property

@@ -265,6 +265,22 @@ async def test_udp_garbage_is_ignored_or_answered_small_and_tracker_keeps_answer
         stream.close()
 
 
+async def test_udp_packets_waiting_past_one_batch_are_all_answered(tracker):
+    """The server reads at most BATCH datagrams per wake-up: the rest wait for the next one."""
+    tracker._udp.BATCH = 4
+    stream = await asyncio_dgram.connect(("127.0.0.1", tracker.port))
+    try:
+        for tid in range(1, 22):        # sent before the tracker reads any of them
+            await stream.send(tp.encode_udp(tp.UdpConnectRequest(tid)))
+        answered = set()
+        for _ in range(21):
+            data, _ = await asyncio.wait_for(stream.recv(), 2.0)
+            answered.add(tp.decode_udp_response(data).transaction_id)
+        assert answered == set(range(1, 22))
+    finally:
+        stream.close()
+
+
 # -- the program ---------------------------------------------------------------------------------
 
 async def test_cli_tracker_serves_http_and_udp_and_stops_cleanly(tmp_path, processes):
