@@ -56,9 +56,17 @@ class Result:
 # -- the trackers ---------------------------------------------------------------------------
 
 def _cpu_seconds(pid: int) -> float:
-    """utime + stime of a process (and its threads), from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """utime + stime of a process, its threads and its worker processes (those in its
+    session: each tracker is started in a session of its own), from /proc."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue            # the process has just ended
+        if int(fields[3]) == pid:         # the session id
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def _free_port() -> int:
@@ -88,8 +96,9 @@ def _wait_tcp(port: int, proc: subprocess.Popen, timeout: float = 10) -> None:
     raise RuntimeError("tracker did not start listening")
 
 
-def start_swarm_tracker(log: Path) -> tuple[subprocess.Popen, int]:
-    proc = subprocess.Popen([sys.executable, "-m", "tracker", "start", "--host", HOST, "--port", "0"],
+def start_swarm_tracker(log: Path, workers: int = 1) -> tuple[subprocess.Popen, int]:
+    proc = subprocess.Popen([sys.executable, "-m", "tracker", "start", "--host", HOST, "--port", "0",
+                             "--workers", str(workers)],
                             cwd=ROOT, stdout=open(log, "wb"), stderr=subprocess.STDOUT,
                             env=dict(os.environ, PYTHONUNBUFFERED="1"), start_new_session=True)
     deadline = time.monotonic() + 15
@@ -364,6 +373,10 @@ def bench(name: str, proc: subprocess.Popen, port: int, args, hashes: list[bytes
     return results
 
 
+def _swarm_name(workers: int) -> str:
+    return "swarm-tracker" if workers == 1 else f"swarm -w {workers}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=5.0, help="length of each run (max 60)")
@@ -374,7 +387,10 @@ def main() -> None:
     parser.add_argument("--torrents", type=int, default=1000, help="distinct random info-hashes")
     parser.add_argument("--no-opentracker", action="store_true")
     parser.add_argument("--only", choices=("http", "http-close", "udp"), help="run one protocol only")
+    parser.add_argument("--workers", default="1,2",
+                        help="swarm-tracker --workers values to run, comma-separated (default 1,2)")
     args = parser.parse_args()
+    args.workers = [int(n) for n in args.workers.split(",")]
     args.seconds = min(max(args.seconds, 1.0), 60.0)
 
     print(f"loopback, {args.seconds:g} s per run, HTTP: {args.connections} connections "
@@ -384,7 +400,8 @@ def main() -> None:
     hashes = [random.Random(i).randbytes(20) for i in range(args.torrents)]
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
-        targets = [("swarm-tracker", lambda: start_swarm_tracker(tmp / "swarm.log"))]
+        targets = [(_swarm_name(n), lambda n=n: start_swarm_tracker(tmp / f"swarm{n}.log", n))
+                   for n in args.workers]
         if not args.no_opentracker and shutil.which("opentracker"):
             targets.append(("opentracker", lambda: start_opentracker(tmp / "ot.log", tmp, hashes)))
         for name, start in targets:
@@ -395,9 +412,11 @@ def main() -> None:
             finally:
                 stop(proc)
     for proto in ("http", "http-close", "udp"):
-        ours, theirs = results.get(("swarm-tracker", proto)), results.get(("opentracker", proto))
-        if ours and theirs and theirs.rate:
-            print(f"ratio {proto}: swarm-tracker / opentracker = {ours.rate / theirs.rate:.2f}")
+        theirs = results.get(("opentracker", proto))
+        for n in args.workers:
+            ours = results.get((_swarm_name(n), proto))
+            if ours and theirs and theirs.rate:
+                print(f"ratio {proto}: {_swarm_name(n)} / opentracker = {ours.rate / theirs.rate:.2f}")
     print("(a generator whose CPU seconds come near the run's length, times its processes, was "
           "the limit of that run)")
 

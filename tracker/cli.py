@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
+import socket
 import sys
+import time
 from pathlib import Path
 
 import click
 
 from common.rates import parse_rate
-from tracker.server import BindError, TrackerConfig, start_tracker
+from tracker.server import BindError, TrackerConfig, bind_sockets, serve_worker, start_tracker
 
 
 def _fail(message: str) -> None:
@@ -44,8 +47,11 @@ def main() -> None:
               help="Torrents tracked at most; more are refused.")
 @click.option("--max-peers", default=1000, show_default=True, type=int,
               help="Peers listed per torrent at most.")
+@click.option("--workers", default=1, show_default=True, type=int,
+              help="Processes serving HTTP on the port (the first also has the registry and UDP): "
+                   "2 on two cores answers about twice the HTTP announces.")
 def start(host: str, port: int, interval: int, torrents_dir: str | None, files_dir: str | None,
-          upload_limit: str | None, max_torrents: int, max_peers: int) -> None:
+          upload_limit: str | None, max_torrents: int, max_peers: int, workers: int) -> None:
     """Run the tracker until interrupted."""
     if not 0 <= port <= 65535:
         _fail(f"--port must be 0..65535, got {port}")
@@ -53,6 +59,8 @@ def start(host: str, port: int, interval: int, torrents_dir: str | None, files_d
         _fail(f"--interval must be at least 1 second, got {interval}")
     if max_torrents < 1 or max_peers < 1:
         _fail("--max-torrents and --max-peers must be at least 1")
+    if not 1 <= workers <= 64:
+        _fail(f"--workers must be 1..64, got {workers}")
     for option, folder in (("--torrents", torrents_dir), ("--files", files_dir)):
         if folder is not None and not Path(folder).is_dir():
             _fail(f"{option} {folder}: not a directory")
@@ -62,18 +70,76 @@ def start(host: str, port: int, interval: int, torrents_dir: str | None, files_d
             limit = parse_rate(upload_limit) or None
         except ValueError as exc:
             _fail(f"--upload-limit: {exc}")
+        if limit and workers > 1:
+            _fail("--upload-limit needs --workers 1: each process would have a limit of its own")
     config = TrackerConfig(host=host, port=port, interval=interval,
                            torrents_dir=Path(torrents_dir) if torrents_dir else None,
                            files_dir=Path(files_dir) if files_dir else None,
-                           upload_limit=limit, max_torrents=max_torrents, max_peers=max_peers)
+                           upload_limit=limit, max_torrents=max_torrents, max_peers=max_peers,
+                           workers=workers)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
     try:
-        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-            runner.run(_serve(config))
+        tcps, udp = bind_sockets(host, port, tcp_count=workers)
     except BindError as exc:
         _fail(str(exc))
+    pids, links = _fork_workers(config, tcps, udp)     # before any event loop exists
+    try:
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            runner.run(_serve(config, (tcps[0], udp), links))
     except KeyboardInterrupt:   # a second Ctrl-C during shutdown
         pass
+    finally:
+        _reap(pids)
+    print("swarm-tracker stopped", flush=True)
+
+
+def _fork_workers(config: TrackerConfig, tcps: list[socket.socket],
+                  udp: socket.socket) -> tuple[list[int], list[socket.socket]]:
+    """A process for each TCP socket but the first: (their pids, the main process's link ends)."""
+    pids: list[int] = []
+    links: list[socket.socket] = []
+    for tcp in tcps[1:]:
+        main_end, worker_end = socket.socketpair()
+        pid = os.fork()
+        if pid == 0:                # the worker: keep its own two sockets only, never return
+            code = 1
+            try:
+                for other in (main_end, udp, *links, *(t for t in tcps if t is not tcp)):
+                    other.close()
+                with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+                    runner.run(_work(config, tcp, worker_end))
+                code = 0
+            except KeyboardInterrupt:
+                code = 0
+            except BaseException:
+                logging.getLogger("swarm.tracker").exception("HTTP worker failed")
+            finally:
+                os._exit(code)
+        worker_end.close()
+        tcp.close()
+        pids.append(pid)
+        links.append(main_end)
+    return pids, links
+
+
+async def _work(config: TrackerConfig, tcp: socket.socket, link: socket.socket) -> None:
+    stop = asyncio.get_running_loop().create_future()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        asyncio.get_running_loop().add_signal_handler(
+            sig, lambda: stop.done() or stop.set_result(None))
+    await serve_worker(config, tcp, link, stop)
+
+
+def _reap(pids: list[int], timeout: float = 5.0) -> None:
+    """Wait for the workers, which stop when the main process closes their links."""
+    deadline = time.monotonic() + timeout
+    for pid in pids:
+        while os.waitpid(pid, os.WNOHANG) == (0, 0):
+            if time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                break
+            time.sleep(0.02)
 
 
 def _loop_factory():
@@ -84,12 +150,13 @@ def _loop_factory():
     return uvloop.new_event_loop
 
 
-async def _serve(config: TrackerConfig) -> None:
+async def _serve(config: TrackerConfig, sockets: tuple[socket.socket, socket.socket],
+                 links: list[socket.socket]) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    tracker = await start_tracker(config)
+    tracker = await start_tracker(config, sockets=sockets, worker_links=links)
     where = tracker.base_url
     print(f"swarm-tracker listening on http://{where}/announce and udp://{where}/announce",
           flush=True)
@@ -97,4 +164,3 @@ async def _serve(config: TrackerConfig) -> None:
         await stop.wait()
     finally:
         await tracker.close()
-    print("swarm-tracker stopped", flush=True)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import html
+import json
 import logging
 import os
 import time
@@ -32,6 +33,7 @@ from common.tracker_proto import (
     parse_announce_query, parse_scrape_query,
 )
 from tracker.registry import RegistryError, SwarmRegistry
+from tracker.worker_link import ANNOUNCE, FILES_SENT, SCRAPE, STATS, MainConnection
 
 __all__ = ["TorrentCatalog", "create_app"]
 
@@ -91,10 +93,13 @@ def _inside(root: Path, relative: str) -> Path | None:
 class TrackerHttp:
     """The handlers, sharing one registry (and one upload bucket for /files/)."""
 
-    def __init__(self, registry: SwarmRegistry, clock: Callable[[], float],
+    def __init__(self, registry: SwarmRegistry | None, clock: Callable[[], float],
                  torrents_dir: Path | None, files_dir: Path | None,
-                 upload_limit: int | None) -> None:
+                 upload_limit: int | None, main: MainConnection | None = None) -> None:
+        if (registry is None) == (main is None):
+            raise ValueError("a TrackerHttp needs a registry, or the link to the process that has it")
         self.registry = registry
+        self.main = main            # in a worker process (--workers): where the registry is
         self.clock = clock
         self.catalog = TorrentCatalog(torrents_dir.resolve()) if torrents_dir else None
         self.files_dir = files_dir.resolve() if files_dir else None
@@ -105,32 +110,58 @@ class TrackerHttp:
     async def announce(self, request: web.Request) -> web.Response:
         # The raw query: aiohttp's decoded one would have mangled the binary info_hash.
         query = request.raw_path.partition("?")[2]
-        try:
-            req = parse_announce_query(query)
-            if req.compact:
-                answer = self.registry.announce_compact(req, request.remote or "", self.clock())
-                body = encode_compact_announce(answer.response, answer.peers4, answer.peers6)
-            else:
-                resp = self.registry.announce(req, request.remote or "", self.clock())
-                body = encode_announce_response(resp, compact=False)
-        except (TrackerProtocolError, RegistryError) as exc:
-            body = encode_failure(str(exc))
-        except Exception:
-            log.exception("announce %r failed", query[:200])
-            body = encode_failure("internal tracker error")
+        if self.main is None:
+            body = self.announce_body(query, request.remote or "")
+        else:
+            body = await self.main.call(ANNOUNCE, request.remote or "", query)
         return web.Response(body=body, content_type=_BENCODE_TYPE)
 
     async def scrape(self, request: web.Request) -> web.Response:
-        try:
-            hashes = parse_scrape_query(request.raw_path.partition("?")[2])
-            body = encode_scrape_response(self.registry.scrape(hashes))
-        except TrackerProtocolError as exc:
-            body = encode_failure(str(exc))
+        query = request.raw_path.partition("?")[2]
+        if self.main is None:
+            body = self.scrape_body(query)
+        else:
+            body = await self.main.call(SCRAPE, "", query)
         return web.Response(body=body, content_type=_BENCODE_TYPE)
+
+    def announce_body(self, query: str, ip: str) -> bytes:
+        assert self.registry is not None
+        try:
+            req = parse_announce_query(query)
+            if req.compact:
+                answer = self.registry.announce_compact(req, ip, self.clock())
+                return encode_compact_announce(answer.response, answer.peers4, answer.peers6)
+            resp = self.registry.announce(req, ip, self.clock())
+            return encode_announce_response(resp, compact=False)
+        except (TrackerProtocolError, RegistryError) as exc:
+            return encode_failure(str(exc))
+        except Exception:
+            log.exception("announce %r failed", query[:200])
+            return encode_failure("internal tracker error")
+
+    def scrape_body(self, query: str) -> bytes:
+        assert self.registry is not None
+        try:
+            return encode_scrape_response(self.registry.scrape(parse_scrape_query(query)))
+        except TrackerProtocolError as exc:
+            return encode_failure(str(exc))
+
+    def answer_worker(self, kind: int, address: str, query: str) -> bytes | None:
+        """The main process's answer to a worker's request (see worker_link)."""
+        if kind == ANNOUNCE:
+            return self.announce_body(query, address)
+        if kind == SCRAPE:
+            return self.scrape_body(query)
+        if kind == STATS:
+            return json.dumps(self.stats()).encode()
+        if kind == FILES_SENT and query.isdigit():
+            self.files_bytes_sent += int(query)
+        return None
 
     # -- for people -------------------------------------------------------------------------
     def _rows(self) -> list[dict]:
         """One row per torrent the registry or the catalog knows about."""
+        assert self.registry is not None
         known: dict[bytes, CatalogEntry] = {}
         if self.catalog is not None:
             self.catalog.refresh()
@@ -147,22 +178,37 @@ class TrackerHttp:
             rows.append(row)
         return rows
 
+    def stats(self) -> dict:
+        """What /stats.json shows (and the index page)."""
+        assert self.registry is not None
+        return {"torrents": self._rows(), "torrent_count": self.registry.torrent_count,
+                "peer_count": self.registry.peer_count, "files_bytes_sent": self.files_bytes_sent}
+
+    async def _current_stats(self) -> dict:
+        if self.main is None:
+            return self.stats()
+        return json.loads(await self.main.call(STATS, "", ""))
+
+    def _count_sent(self, size: int) -> None:
+        if self.main is None:
+            self.files_bytes_sent += size
+        elif size:
+            self.main.tell(FILES_SENT, str(size))
+
     async def stats_json(self, request: web.Request) -> web.Response:
-        return web.json_response({"torrents": self._rows(),
-                                  "torrent_count": self.registry.torrent_count,
-                                  "peer_count": self.registry.peer_count,
-                                  "files_bytes_sent": self.files_bytes_sent})
+        return web.json_response(await self._current_stats())
 
     async def index(self, request: web.Request) -> web.Response:
+        stats = await self._current_stats()
         lines = ["<!doctype html><html><head><meta charset='utf-8'><title>swarm tracker</title>",
                  "<style>body{font-family:sans-serif}td,th{padding:2px 10px;text-align:left}"
                  "td.n{text-align:right}</style></head><body><h1>swarm tracker</h1>",
-                 f"<p>{self.registry.torrent_count} torrents, {self.registry.peer_count} peers. "
+                 f"<p>{stats['torrent_count']} torrents, {stats['peer_count']} peers. "
                  "Announce at <code>/announce</code>, scrape at <code>/scrape</code>, "
                  "JSON at <a href='/stats.json'>/stats.json</a>.</p>",
                  "<table><tr><th>name</th><th>size</th><th>info-hash</th><th>seeders</th>"
                  "<th>leechers</th><th>completed</th></tr>"]
-        for row in self._rows():
+        for row in stats["torrents"]:
             if "torrent" in row:
                 name = (f"<a href='/torrents/{html.escape(row['torrent'], quote=True)}'>"
                         f"{html.escape(row['name'])}</a>")
@@ -206,7 +252,7 @@ class TrackerHttp:
             resp = web.FileResponse(path)   # sendfile, Range, conditional requests
             await resp.prepare(request)     # sends the body, so its length can be counted
             if request.method != "HEAD" and resp.status in (200, 206):
-                self.files_bytes_sent += resp.content_length or 0
+                self._count_sent(resp.content_length or 0)
             return resp
         return await self._throttled_file(request, path)
 
@@ -244,7 +290,7 @@ class TrackerHttp:
                 if delay > 0:
                     await asyncio.sleep(delay)
                 await resp.write(chunk)
-                self.files_bytes_sent += len(chunk)
+                self._count_sent(len(chunk))
                 left -= len(chunk)
         await resp.write_eof()
         return resp
@@ -253,13 +299,16 @@ class TrackerHttp:
 TRACKER_KEY = web.AppKey("tracker", TrackerHttp)
 
 
-def create_app(registry: SwarmRegistry, *, clock: Callable[[], float] = time.monotonic,
+def create_app(registry: SwarmRegistry | None, *, clock: Callable[[], float] = time.monotonic,
                torrents_dir: str | os.PathLike | None = None,
                files_dir: str | os.PathLike | None = None,
-               upload_limit: int | None = None) -> web.Application:
-    """The tracker's aiohttp application; the same `registry` may also serve UDP."""
+               upload_limit: int | None = None,
+               main: MainConnection | None = None) -> web.Application:
+    """The tracker's aiohttp application; the same `registry` may also serve UDP.
+
+    In a worker process there is no registry: `main` is the link to the process that has it."""
     api = TrackerHttp(registry, clock, Path(torrents_dir) if torrents_dir else None,
-                      Path(files_dir) if files_dir else None, upload_limit)
+                      Path(files_dir) if files_dir else None, upload_limit, main)
     app = web.Application()
     app[TRACKER_KEY] = api
     app.router.add_get("/announce", api.announce)

@@ -1,6 +1,8 @@
 """Run the tracker: one registry behind HTTP (TCP) and UDP listening on the same port number.
 
-Used by the CLI and by tests that want a real tracker inside their own event loop.
+Used by the CLI and by tests that want a real tracker inside their own event loop. With
+`workers` > 1, extra processes (`serve_worker`) share the TCP port and ask the main
+process, which has the registry, for each answer (see worker_link).
 """
 
 from __future__ import annotations
@@ -9,17 +11,22 @@ import asyncio
 import contextlib
 import socket
 import time
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from aiohttp import web
 
-from tracker.http_api import create_app
+from tracker.http_api import TRACKER_KEY, create_app
 from tracker.registry import SwarmRegistry
 from tracker.udp_api import UdpServer, UdpTracker, start_udp_server
+from tracker.worker_link import MainConnection, WorkerConnection
 
-__all__ = ["TrackerConfig", "RunningTracker", "bind_sockets", "start_tracker"]
+log = logging.getLogger("swarm.tracker")
+
+__all__ = ["TrackerConfig", "RunningTracker", "bind_sockets", "start_tracker", "serve_worker"]
 
 
 class BindError(OSError):
@@ -36,41 +43,51 @@ class TrackerConfig:
     upload_limit: int | None = None     # bytes/s for /files/, None = unlimited
     max_torrents: int = 10_000
     max_peers: int = 1000
+    workers: int = 1                    # processes serving HTTP; the first also has the registry
 
 
 def _family(host: str) -> int:
     return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
-def _socket(host: str, kind: int) -> socket.socket:
+def _socket(host: str, kind: int, shared: bool = False) -> socket.socket:
     sock = socket.socket(_family(host), kind)
     if _family(host) == socket.AF_INET6:
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)   # "::" also takes IPv4
     if kind == socket.SOCK_STREAM:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if shared:     # one listening socket per process; the kernel spreads connections over them
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     return sock
 
 
-def bind_sockets(host: str, port: int, attempts: int = 50) -> tuple[socket.socket, socket.socket]:
-    """A TCP and a UDP socket bound to the same port; port 0 picks one free for both."""
+def bind_sockets(host: str, port: int, attempts: int = 50,
+                 tcp_count: int = 1) -> tuple[list[socket.socket], socket.socket]:
+    """`tcp_count` TCP sockets and a UDP socket bound to the same port; port 0 picks one
+    free for all."""
     last_error: OSError | None = None
+    shared = tcp_count > 1
     for _ in range(attempts if port == 0 else 1):
-        tcp = _socket(host, socket.SOCK_STREAM)
+        tcps = [_socket(host, socket.SOCK_STREAM, shared) for _ in range(tcp_count)]
         try:
-            tcp.bind((host, port))
+            tcps[0].bind((host, port))
+            chosen = tcps[0].getsockname()[1]
+            for tcp in tcps[1:]:
+                tcp.bind((host, chosen))
         except OSError as exc:
-            tcp.close()
+            for tcp in tcps:
+                tcp.close()
             raise BindError(f"cannot listen on TCP {host}:{port}: {exc.strerror or exc}") from None
-        chosen = tcp.getsockname()[1]
         udp = _socket(host, socket.SOCK_DGRAM)
         try:
             udp.bind((host, chosen))
         except OSError as exc:
             udp.close()
-            tcp.close()
+            for tcp in tcps:
+                tcp.close()
             last_error = exc
             continue            # with port 0: that number is taken for UDP, try another
-        return tcp, udp
+        return tcps, udp
     raise BindError(f"cannot listen on UDP {host}:{port}: "
                     f"{getattr(last_error, 'strerror', None) or last_error}")
 
@@ -83,6 +100,7 @@ class RunningTracker:
     _runner: web.AppRunner
     _udp: UdpServer
     _expiry: asyncio.Task
+    _links: list[asyncio.Transport]
 
     @property
     def base_url(self) -> str:
@@ -94,6 +112,8 @@ class RunningTracker:
         with contextlib.suppress(asyncio.CancelledError):
             await self._expiry
         self._udp.close()
+        for link in self._links:
+            link.close()        # the workers see it and stop
         await self._runner.cleanup()
 
 
@@ -104,23 +124,62 @@ async def _expire_forever(registry: SwarmRegistry, clock: Callable[[], float], e
 
 
 async def start_tracker(config: TrackerConfig, *, registry: SwarmRegistry | None = None,
-                        clock: Callable[[], float] = time.monotonic) -> RunningTracker:
-    """Bind, start HTTP and UDP, and return a handle; BindError if the port is not free."""
+                        clock: Callable[[], float] = time.monotonic,
+                        sockets: tuple[socket.socket, socket.socket] | None = None,
+                        worker_links: Sequence[socket.socket] = ()) -> RunningTracker:
+    """Bind (unless given bound TCP and UDP `sockets`), start HTTP and UDP, answer the
+    workers on the other ends of `worker_links`, and return a handle; BindError if the
+    port is not free."""
     registry = registry or SwarmRegistry(interval=config.interval, max_torrents=config.max_torrents,
                                          max_peers_per_torrent=config.max_peers)
-    tcp, udp = bind_sockets(config.host, config.port)
+    if sockets is None:
+        tcps, udp = bind_sockets(config.host, config.port)
+        tcp = tcps[0]
+    else:
+        tcp, udp = sockets
     app = create_app(registry, clock=clock, torrents_dir=config.torrents_dir,
                      files_dir=config.files_dir, upload_limit=config.upload_limit)
+    api = app[TRACKER_KEY]
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
+    loop = asyncio.get_running_loop()
+    links: list[asyncio.Transport] = []
     try:
+        for number, link in enumerate(worker_links, start=1):
+            transport, _ = await loop.create_unix_connection(
+                lambda n=number: WorkerConnection(api.answer_worker, partial(_worker_gone, n)), sock=link)
+            links.append(transport)
         await web.SockSite(runner, tcp, backlog=1024).start()
         transport = await start_udp_server(UdpTracker(registry), udp, clock)
     except BaseException:
+        for link_transport in links:
+            link_transport.close()
         await runner.cleanup()
         tcp.close()
         udp.close()
         raise
     every = max(1.0, min(60.0, config.interval / 4))
     expiry = asyncio.create_task(_expire_forever(registry, clock, every))
-    return RunningTracker(registry, config.host, tcp.getsockname()[1], runner, transport, expiry)
+    return RunningTracker(registry, config.host, tcp.getsockname()[1], runner, transport, expiry, links)
+
+
+def _worker_gone(number: int) -> None:
+    log.info("HTTP worker %d has stopped", number)
+
+
+async def serve_worker(config: TrackerConfig, tcp: socket.socket, link: socket.socket,
+                       stop: asyncio.Future) -> None:
+    """An HTTP worker process's life: serve on `tcp` until `stop` or until the main process
+    (on the other end of `link`) is gone."""
+    loop = asyncio.get_running_loop()
+    transport, main = await loop.create_unix_connection(MainConnection, sock=link)
+    app = create_app(None, torrents_dir=config.torrents_dir, files_dir=config.files_dir,
+                     upload_limit=config.upload_limit, main=main)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    try:
+        await web.SockSite(runner, tcp, backlog=1024).start()
+        await asyncio.wait([stop, main.closed], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        transport.close()
+        await runner.cleanup()

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import random
+import re
 import signal
 import socket
 import subprocess
@@ -308,6 +311,72 @@ async def test_cli_tracker_serves_http_and_udp_and_stops_cleanly(tmp_path, proce
     assert "Traceback" not in output and output.rstrip().endswith("swarm-tracker stopped")
 
 
+def _established_pids(port: int) -> set[int]:
+    """The processes holding established TCP connections on the tracker's port (from ss)."""
+    out = subprocess.run(["ss", "-Htnp", "state", "established", f"( sport = :{port} )"],
+                         capture_output=True, text=True, timeout=10).stdout
+    return {int(pid) for pid in re.findall(r"pid=(\d+)", out)}
+
+
+async def test_cli_workers_share_one_registry_and_stop_with_the_main_process(tmp_path, processes):
+    files = tmp_path / "files"
+    files.mkdir()
+    (files / "a.bin").write_bytes(random.randbytes(10_000))
+    log = tmp_path / "tracker.log"
+    proc = start_process(["-m", "tracker", "start", "--host", "127.0.0.1", "--port", "0",
+                          "--workers", "2", "--files", str(files)], log)
+    processes.append(proc)
+    port = int(wait_for_line(log, r"http://127\.0\.0\.1:(\d+)/announce", proc, 20).group(1))
+    base = f"127.0.0.1:{port}"
+    worker = int(subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True,
+                                timeout=10).stdout.split()[0])
+    # 24 connections at once, one announce each: the kernel spreads them over both processes
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
+        sessions = [aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) for _ in range(24)]
+        try:
+            await asyncio.gather(*(http_announce(one, base, n) for n, one in enumerate(sessions)))
+            assert _established_pids(port) == {proc.pid, worker}
+            # ... and each of them sees all 24 peers, whichever process answers it
+            for one in sessions:
+                reply = await http_announce(one, base, 100)
+                assert reply.incomplete == 25 and len(reply.peers) == 24
+            bodies = [await get(one, f"http://{base}/files/a.bin") for one in sessions]
+            assert all(body == (files / "a.bin").read_bytes() for _, body in bodies)
+            for one in sessions:
+                status, page = await get(one, f"http://{base}/")
+                assert status == 200 and b"1 torrents, 25 peers" in page
+            for _ in range(50):     # the workers tell the main process what they served
+                stats = json.loads((await get(http, f"http://{base}/stats.json"))[1])
+                if stats["files_bytes_sent"] == 24 * 10_000:
+                    break
+                await asyncio.sleep(0.05)
+            assert stats["files_bytes_sent"] == 24 * 10_000 and stats["peer_count"] == 25
+        finally:
+            for one in sessions:
+                await one.close()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=10) == 0
+    assert not os.path.exists(f"/proc/{worker}")
+    output = log.read_text()
+    assert "Traceback" not in output and output.rstrip().endswith("swarm-tracker stopped")
+
+
+async def test_cli_worker_ends_when_the_main_process_is_killed(tmp_path, processes):
+    log = tmp_path / "tracker.log"
+    proc = start_process(["-m", "tracker", "start", "--host", "127.0.0.1", "--port", "0",
+                          "--workers", "2"], log)
+    processes.append(proc)
+    wait_for_line(log, r"http://127\.0\.0\.1:(\d+)/announce", proc, 20)
+    worker = int(subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True,
+                                timeout=10).stdout.split()[0])
+    proc.kill()
+    proc.wait(timeout=10)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and os.path.exists(f"/proc/{worker}"):
+        await asyncio.sleep(0.05)
+    assert not os.path.exists(f"/proc/{worker}"), "the worker outlived the main process"
+
+
 def _run_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "tracker", "start", *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=20)
@@ -327,6 +396,11 @@ def test_cli_bad_options_are_one_line_and_exit_2(tmp_path):
     assert len(lines) == 1 and "cannot listen on TCP 127.0.0.1:" in lines[0] and "in use" in lines[0]
     bad_rate = _run_cli("--port", "0", "--upload-limit", "fast")
     assert bad_rate.returncode == 2 and "--upload-limit: invalid rate 'fast'" in bad_rate.stderr
+    for args, message in ((["--workers", "0"], "--workers must be 1..64, got 0"),
+                          (["--workers", "2", "--upload-limit", "1MiB"],
+                           "--upload-limit needs --workers 1: each process would have a limit of its own")):
+        bad = _run_cli("--port", "0", *args)
+        assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [f"swarm-tracker: error: {message}"]
 
 
 async def test_ipv6_tracker_gives_peers6_and_18_byte_udp_peers(http):

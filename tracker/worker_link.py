@@ -1,0 +1,156 @@
+"""The link between an HTTP worker process and the main tracker process (`--workers N`).
+
+One registry can only live in one process, but aiohttp's HTTP handling is most of the cost
+of an HTTP announce (about 45 of 70 us). So extra worker processes share the TCP port
+(SO_REUSEPORT: the kernel spreads connections over them) and do the HTTP, and the main
+process, which holds the registry and serves UDP, gives each of them the body of every
+answer over a Unix socket pair: a worker sends the raw query and the client's address; the
+main process parses, updates the registry, encodes, and sends the bencoded body back.
+
+Frames, big-endian, on a byte stream:
+    request  call id (u32), kind (u8), address length (u8), query length (u32), address, query
+    reply    call id (u32), body length (u32), body
+A FILES_SENT request gets no reply: its query is the decimal count of bytes a worker served
+from /files/, so the main process can show the total at /stats.json.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from collections.abc import Callable
+
+__all__ = ["ANNOUNCE", "SCRAPE", "STATS", "FILES_SENT", "FrameSplitter", "encode_request",
+           "encode_reply", "REQUEST_HEAD", "REPLY_HEAD", "WorkerConnection", "MainConnection"]
+
+ANNOUNCE, SCRAPE, STATS, FILES_SENT = 1, 2, 3, 4
+REQUEST_HEAD = struct.Struct("!IBBI")
+REPLY_HEAD = struct.Struct("!II")
+MAX_FRAME = 64 << 20        # a larger length can only be a bug: the link is closed
+
+
+class LinkError(Exception):
+    """The other process sent something that is not a frame, or went away."""
+
+
+def encode_request(call_id: int, kind: int, address: str, query: str) -> bytes:
+    # surrogateescape: the query arrives in the main process exactly as aiohttp gave it
+    addr, q = address.encode("ascii", "replace"), query.encode("utf-8", "surrogateescape")
+    return REQUEST_HEAD.pack(call_id, kind, len(addr), len(q)) + addr + q
+
+
+def encode_reply(call_id: int, body: bytes) -> bytes:
+    return REPLY_HEAD.pack(call_id, len(body)) + body
+
+
+class FrameSplitter:
+    """Cuts a byte stream into frames whose header ends with the lengths of its parts (sans-IO)."""
+
+    def __init__(self, head: struct.Struct, parts: int) -> None:
+        self.head = head
+        self.parts = parts
+        self._buf = bytearray()
+
+    def feed(self, data: bytes) -> list[tuple[tuple, list[bytes]]]:
+        """The frames completed by `data`: (header fields, the parts after the header)."""
+        buf = self._buf
+        buf += data
+        frames, pos, size = [], 0, self.head.size
+        while len(buf) - pos >= size:
+            fields = self.head.unpack_from(buf, pos)
+            lengths = fields[-self.parts:]
+            end = pos + size + sum(lengths)
+            if end - pos > MAX_FRAME:
+                raise LinkError(f"frame of {end - pos} bytes")
+            if len(buf) < end:
+                break
+            parts, at = [], pos + size
+            for length in lengths:
+                parts.append(bytes(buf[at:at + length]))
+                at += length
+            frames.append((fields, parts))
+            pos = end
+        del buf[:pos]
+        return frames
+
+
+Answer = Callable[[int, str, str], "bytes | None"]
+
+
+class WorkerConnection(asyncio.Protocol):
+    """The main process's end of one worker's link: answers each request with `answer`."""
+
+    def __init__(self, answer: Answer, on_lost: Callable[[], None]) -> None:
+        self.answer = answer
+        self.on_lost = on_lost
+        self.transport: asyncio.Transport | None = None
+        self._frames = FrameSplitter(REQUEST_HEAD, 2)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            frames = self._frames.feed(data)
+        except LinkError:
+            self.transport.close()
+            return
+        replies = []        # one write for all the answers of one read
+        for (call_id, kind, _, _), (address, query) in frames:
+            body = self.answer(kind, address.decode("ascii"), query.decode("utf-8", "surrogateescape"))
+            if body is not None:
+                replies.append(encode_reply(call_id, body))
+        if replies:
+            self.transport.write(b"".join(replies))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.on_lost()
+
+
+class MainConnection(asyncio.Protocol):
+    """A worker's end of its link: `call` sends a request and waits for the body."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.closed: asyncio.Future = asyncio.get_running_loop().create_future()
+        self._frames = FrameSplitter(REPLY_HEAD, 1)
+        self._waiting: dict[int, asyncio.Future] = {}
+        self._next_id = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def call(self, kind: int, address: str, query: str) -> asyncio.Future:
+        """A future for the body the main process answers with."""
+        future = asyncio.get_running_loop().create_future()
+        if self.closed.done():
+            future.set_exception(LinkError("the main tracker process is gone"))
+            return future
+        self._next_id = call_id = (self._next_id + 1) & 0xFFFFFFFF
+        self._waiting[call_id] = future
+        self.transport.write(encode_request(call_id, kind, address, query))
+        return future
+
+    def tell(self, kind: int, query: str) -> None:
+        """A request that gets no answer."""
+        if not self.closed.done():
+            self.transport.write(encode_request(0, kind, "", query))
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            frames = self._frames.feed(data)
+        except LinkError:
+            self.transport.close()
+            return
+        for (call_id, _), (body,) in frames:
+            future = self._waiting.pop(call_id, None)
+            if future is not None and not future.done():
+                future.set_result(body)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        for future in self._waiting.values():
+            if not future.done():
+                future.set_exception(LinkError("the main tracker process is gone"))
+        self._waiting.clear()
+        if not self.closed.done():
+            self.closed.set_result(None)
