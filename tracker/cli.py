@@ -138,6 +138,8 @@ def _reap(pids: list[int], timeout: float = 5.0) -> None:
             if time.monotonic() > deadline:
                 os.kill(pid, signal.SIGKILL)
                 os.waitpid(pid, 0)
+                click.echo(f"swarm-tracker: HTTP worker {pid} did not stop in {timeout:g} s: killed",
+                           err=True)
                 break
             time.sleep(0.02)
 

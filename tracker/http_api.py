@@ -33,7 +33,7 @@ from common.tracker_proto import (
     parse_announce_query, parse_scrape_query,
 )
 from tracker.registry import RegistryError, SwarmRegistry
-from tracker.worker_link import ANNOUNCE, FILES_SENT, SCRAPE, STATS, MainConnection
+from tracker.worker_link import ANNOUNCE, FILES_SENT, SCRAPE, STATS, LinkError, MainConnection
 
 __all__ = ["TorrentCatalog", "create_app"]
 
@@ -113,7 +113,7 @@ class TrackerHttp:
         if self.main is None:
             body = self.announce_body(query, request.remote or "")
         else:
-            body = await self.main.call(ANNOUNCE, request.remote or "", query)
+            body = await self._ask_main(ANNOUNCE, request.remote or "", query)
         return web.Response(body=body, content_type=_BENCODE_TYPE)
 
     async def scrape(self, request: web.Request) -> web.Response:
@@ -121,8 +121,15 @@ class TrackerHttp:
         if self.main is None:
             body = self.scrape_body(query)
         else:
-            body = await self.main.call(SCRAPE, "", query)
+            body = await self._ask_main(SCRAPE, "", query)
         return web.Response(body=body, content_type=_BENCODE_TYPE)
+
+    async def _ask_main(self, kind: int, address: str, query: str) -> bytes:
+        assert self.main is not None
+        try:
+            return await self.main.call(kind, address, query)
+        except LinkError:       # the tracker is stopping: this worker is about to stop too
+            raise web.HTTPServiceUnavailable(text="tracker is stopping\n") from None
 
     def announce_body(self, query: str, ip: str) -> bytes:
         assert self.registry is not None
@@ -187,7 +194,7 @@ class TrackerHttp:
     async def _current_stats(self) -> dict:
         if self.main is None:
             return self.stats()
-        return json.loads(await self.main.call(STATS, "", ""))
+        return json.loads(await self._ask_main(STATS, "", ""))
 
     def _count_sent(self, size: int) -> None:
         if self.main is None:

@@ -26,6 +26,10 @@ from tracker.worker_link import MainConnection, WorkerConnection
 
 log = logging.getLogger("swarm.tracker")
 
+# At stop, what aiohttp gives a connection to finish before closing it (its default is 60 s,
+# which kept a worker waiting on a client that had connected but not yet sent its request).
+SHUTDOWN_SECONDS = 1.0
+
 __all__ = ["TrackerConfig", "RunningTracker", "bind_sockets", "start_tracker", "serve_worker"]
 
 
@@ -140,7 +144,8 @@ async def start_tracker(config: TrackerConfig, *, registry: SwarmRegistry | None
     app = create_app(registry, clock=clock, torrents_dir=config.torrents_dir,
                      files_dir=config.files_dir, upload_limit=config.upload_limit)
     api = app[TRACKER_KEY]
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False,
+                           shutdown_timeout=SHUTDOWN_SECONDS)
     await runner.setup()
     loop = asyncio.get_running_loop()
     links: list[asyncio.Transport] = []
@@ -175,7 +180,8 @@ async def serve_worker(config: TrackerConfig, tcp: socket.socket, link: socket.s
     transport, main = await loop.create_unix_connection(MainConnection, sock=link)
     app = create_app(None, torrents_dir=config.torrents_dir, files_dir=config.files_dir,
                      upload_limit=config.upload_limit, main=main)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False,
+                           shutdown_timeout=SHUTDOWN_SECONDS)
     await runner.setup()
     try:
         await web.SockSite(runner, tcp, backlog=1024).start()

@@ -361,6 +361,37 @@ async def test_cli_workers_share_one_registry_and_stop_with_the_main_process(tmp
     assert "Traceback" not in output and output.rstrip().endswith("swarm-tracker stopped")
 
 
+async def test_cli_workers_stop_quietly_under_load(tmp_path, processes):
+    """Announces still in flight in a worker when the main process stops get an HTTP error,
+    not a traceback in the log."""
+    log = tmp_path / "tracker.log"
+    proc = start_process(["-m", "tracker", "start", "--host", "127.0.0.1", "--port", "0",
+                          "--workers", "2"], log)
+    processes.append(proc)
+    port = int(wait_for_line(log, r"http://127\.0\.0\.1:(\d+)/announce", proc, 20).group(1))
+    answered = 0
+
+    async def keep_announcing(n: int) -> None:
+        nonlocal answered
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as one:
+            for _ in range(2000):       # bounded: the tracker stops long before
+                try:
+                    await http_announce(one, f"127.0.0.1:{port}", n)
+                    answered += 1
+                except (aiohttp.ClientError, AssertionError, ValueError):
+                    return
+
+    load = [asyncio.create_task(keep_announcing(n)) for n in range(16)]
+    while answered < 200:
+        await asyncio.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    await asyncio.wait_for(asyncio.gather(*load), 20)
+    assert proc.wait(timeout=10) == 0
+    output = log.read_text()
+    assert "Traceback" not in output and "killed" not in output      # every worker stopped by itself
+    assert output.rstrip().endswith("swarm-tracker stopped")
+
+
 async def test_cli_worker_ends_when_the_main_process_is_killed(tmp_path, processes):
     log = tmp_path / "tracker.log"
     proc = start_process(["-m", "tracker", "start", "--host", "127.0.0.1", "--port", "0",
