@@ -77,14 +77,12 @@ class FrameSplitter:
 Answer = Callable[[int, str, str], "bytes | None"]
 
 
-class WorkerConnection(asyncio.Protocol):
-    """The main process's end of one worker's link: answers each request with `answer`."""
+class _FramedProtocol(asyncio.Protocol):
+    """One end of a link: cuts what arrives into frames; a malformed stream closes the link."""
 
-    def __init__(self, answer: Answer, on_lost: Callable[[], None]) -> None:
-        self.answer = answer
-        self.on_lost = on_lost
+    def __init__(self, splitter: FrameSplitter) -> None:
         self.transport: asyncio.Transport | None = None
-        self._frames = FrameSplitter(REQUEST_HEAD, 2)
+        self._frames = splitter
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -95,6 +93,21 @@ class WorkerConnection(asyncio.Protocol):
         except LinkError:
             self.transport.close()
             return
+        self.frames_received(frames)
+
+    def frames_received(self, frames: list[tuple[tuple, list[bytes]]]) -> None:
+        raise NotImplementedError
+
+
+class WorkerConnection(_FramedProtocol):
+    """The main process's end of one worker's link: answers each request with `answer`."""
+
+    def __init__(self, answer: Answer, on_lost: Callable[[], None]) -> None:
+        super().__init__(FrameSplitter(REQUEST_HEAD, 2))
+        self.answer = answer
+        self.on_lost = on_lost
+
+    def frames_received(self, frames: list[tuple[tuple, list[bytes]]]) -> None:
         replies = []        # one write for all the answers of one read
         for (call_id, kind, _, _), (address, query) in frames:
             body = self.answer(kind, address.decode("ascii"), query.decode("utf-8", "surrogateescape"))
@@ -107,18 +120,14 @@ class WorkerConnection(asyncio.Protocol):
         self.on_lost()
 
 
-class MainConnection(asyncio.Protocol):
+class MainConnection(_FramedProtocol):
     """A worker's end of its link: `call` sends a request and waits for the body."""
 
     def __init__(self) -> None:
-        self.transport: asyncio.Transport | None = None
+        super().__init__(FrameSplitter(REPLY_HEAD, 1))
         self.closed: asyncio.Future = asyncio.get_running_loop().create_future()
-        self._frames = FrameSplitter(REPLY_HEAD, 1)
         self._waiting: dict[int, asyncio.Future] = {}
         self._next_id = 0
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
 
     def call(self, kind: int, address: str, query: str) -> asyncio.Future:
         """A future for the body the main process answers with."""
@@ -136,12 +145,7 @@ class MainConnection(asyncio.Protocol):
         if not self.closed.done():
             self.transport.write(encode_request(0, kind, "", query))
 
-    def data_received(self, data: bytes) -> None:
-        try:
-            frames = self._frames.feed(data)
-        except LinkError:
-            self.transport.close()
-            return
+    def frames_received(self, frames: list[tuple[tuple, list[bytes]]]) -> None:
         for (call_id, _), (body,) in frames:
             future = self._waiting.pop(call_id, None)
             if future is not None and not future.done():
