@@ -61,6 +61,8 @@ def start(host: str, port: int, interval: int, torrents_dir: str | None, files_d
         _fail("--max-torrents and --max-peers must be at least 1")
     if not 1 <= workers <= 64:
         _fail(f"--workers must be 1..64, got {workers}")
+    if workers > 1 and not sys.platform.startswith("linux"):
+        _fail("--workers above 1 needs Linux (the kernel spreads connections over the processes)")
     for option, folder in (("--torrents", torrents_dir), ("--files", files_dir)):
         if folder is not None and not Path(folder).is_dir():
             _fail(f"{option} {folder}: not a directory")
@@ -75,36 +77,38 @@ def start(host: str, port: int, interval: int, torrents_dir: str | None, files_d
     config = TrackerConfig(host=host, port=port, interval=interval,
                            torrents_dir=Path(torrents_dir) if torrents_dir else None,
                            files_dir=Path(files_dir) if files_dir else None,
-                           upload_limit=limit, max_torrents=max_torrents, max_peers=max_peers,
-                           workers=workers)
+                           upload_limit=limit, max_torrents=max_torrents, max_peers=max_peers)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
     try:
         tcps, udp = bind_sockets(host, port, tcp_count=workers)
     except BindError as exc:
         _fail(str(exc))
-    pids, links = _fork_workers(config, tcps, udp)     # before any event loop exists
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)      # (if inherited as ignored: no waitpid)
+    workers_alive = _fork_workers(config, tcps, udp)   # before any event loop exists
+    links = list(workers_alive.values())
     try:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-            runner.run(_serve(config, (tcps[0], udp), links))
+            runner.run(_serve(config, (tcps[0], udp), workers_alive))
     except KeyboardInterrupt:   # a second Ctrl-C during shutdown
         pass
     finally:
-        _reap(pids)
+        for link in links:
+            link.close()        # (no-op if the event loop closed it) the workers stop on it
+        _reap(list(workers_alive))
     print("swarm-tracker stopped", flush=True)
 
 
 def _fork_workers(config: TrackerConfig, tcps: list[socket.socket],
-                  udp: socket.socket) -> tuple[list[int], list[socket.socket]]:
-    """A process for each TCP socket but the first: (their pids, the main process's link ends)."""
-    pids: list[int] = []
-    links: list[socket.socket] = []
+                  udp: socket.socket) -> dict[int, socket.socket]:
+    """A process for each TCP socket but the first: {its pid: the main process's link end}."""
+    workers: dict[int, socket.socket] = {}
     for tcp in tcps[1:]:
         main_end, worker_end = socket.socketpair()
         pid = os.fork()
         if pid == 0:                # the worker: keep its own two sockets only, never return
             code = 1
             try:
-                for other in (main_end, udp, *links, *(t for t in tcps if t is not tcp)):
+                for other in (main_end, udp, *workers.values(), *(t for t in tcps if t is not tcp)):
                     other.close()
                 with asyncio.Runner(loop_factory=_loop_factory()) as runner:
                     runner.run(_work(config, tcp, worker_end))
@@ -117,9 +121,8 @@ def _fork_workers(config: TrackerConfig, tcps: list[socket.socket],
                 os._exit(code)
         worker_end.close()
         tcp.close()
-        pids.append(pid)
-        links.append(main_end)
-    return pids, links
+        workers[pid] = main_end
+    return workers
 
 
 async def _work(config: TrackerConfig, tcp: socket.socket, link: socket.socket) -> None:
@@ -134,14 +137,41 @@ def _reap(pids: list[int], timeout: float = 5.0) -> None:
     """Wait for the workers, which stop when the main process closes their links."""
     deadline = time.monotonic() + timeout
     for pid in pids:
-        while os.waitpid(pid, os.WNOHANG) == (0, 0):
-            if time.monotonic() > deadline:
-                os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
-                click.echo(f"swarm-tracker: HTTP worker {pid} did not stop in {timeout:g} s: killed",
-                           err=True)
-                break
-            time.sleep(0.02)
+        try:
+            while os.waitpid(pid, os.WNOHANG) == (0, 0):
+                if time.monotonic() > deadline:
+                    os.kill(pid, signal.SIGKILL)
+                    os.waitpid(pid, 0)
+                    click.echo(f"swarm-tracker: HTTP worker {pid} did not stop in {timeout:g} s: "
+                               "killed", err=True)
+                    break
+                time.sleep(0.02)
+        except ChildProcessError:
+            pass                # already reaped
+
+
+async def _watch_workers(workers_alive: dict[int, socket.socket], stopping: asyncio.Event) -> None:
+    """Reap the workers that end before the tracker stops, and say so (the event loop keeps
+    SIGCHLD for itself, so this looks twice a second)."""
+    while workers_alive:
+        await asyncio.sleep(0.5)
+        _reap_exited(workers_alive, stopping)
+
+
+def _reap_exited(workers_alive: dict[int, socket.socket], stopping: asyncio.Event) -> None:
+    for pid in list(workers_alive):
+        try:
+            done, status = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            done, status = pid, 0
+        if done == 0:
+            continue
+        del workers_alive[pid]
+        if not stopping.is_set():
+            how = (f"killed by signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status)
+                   else f"exit status {os.WEXITSTATUS(status)}")
+            click.echo(f"swarm-tracker: HTTP worker {pid} ended ({how}); "
+                       f"{len(workers_alive) + 1} processes serve HTTP now", err=True)
 
 
 def _loop_factory():
@@ -153,16 +183,18 @@ def _loop_factory():
 
 
 async def _serve(config: TrackerConfig, sockets: tuple[socket.socket, socket.socket],
-                 links: list[socket.socket]) -> None:
+                 workers_alive: dict[int, socket.socket]) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    tracker = await start_tracker(config, sockets=sockets, worker_links=links)
+    tracker = await start_tracker(config, sockets=sockets, worker_links=list(workers_alive.values()))
+    watch = asyncio.create_task(_watch_workers(workers_alive, stop))
     where = tracker.base_url
     print(f"swarm-tracker listening on http://{where}/announce and udp://{where}/announce",
           flush=True)
     try:
         await stop.wait()
     finally:
+        watch.cancel()
         await tracker.close()

@@ -33,7 +33,7 @@ from common.tracker_proto import (
     parse_announce_query, parse_scrape_query,
 )
 from tracker.registry import RegistryError, SwarmRegistry
-from tracker.worker_link import ANNOUNCE, FILES_SENT, SCRAPE, STATS, LinkError, MainConnection
+from tracker.worker_link import ANNOUNCE, FILES_SENT, SCRAPE, STATS, AnswerError, LinkError, MainConnection
 
 __all__ = ["TorrentCatalog", "create_app"]
 
@@ -130,6 +130,8 @@ class TrackerHttp:
             return await self.main.call(kind, address, query)
         except LinkError:       # the tracker is stopping: this worker is about to stop too
             raise web.HTTPServiceUnavailable(text="tracker is stopping\n") from None
+        except AnswerError:     # logged by the main process
+            raise web.HTTPInternalServerError(text="internal tracker error\n") from None
 
     def announce_body(self, query: str, ip: str) -> bytes:
         assert self.registry is not None

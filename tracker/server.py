@@ -1,8 +1,9 @@
 """Run the tracker: one registry behind HTTP (TCP) and UDP listening on the same port number.
 
 Used by the CLI and by tests that want a real tracker inside their own event loop. With
-`workers` > 1, extra processes (`serve_worker`) share the TCP port and ask the main
-process, which has the registry, for each answer (see worker_link).
+`swarm-tracker start --workers N`, the CLI forks N-1 processes (`serve_worker`) that share
+the TCP port and ask the main process, which has the registry, for each answer (see
+worker_link).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import time
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 from aiohttp import web
@@ -47,7 +47,6 @@ class TrackerConfig:
     upload_limit: int | None = None     # bytes/s for /files/, None = unlimited
     max_torrents: int = 10_000
     max_peers: int = 1000
-    workers: int = 1                    # processes serving HTTP; the first also has the registry
 
 
 def _family(host: str) -> int:
@@ -74,6 +73,8 @@ def bind_sockets(host: str, port: int, attempts: int = 50,
     for _ in range(attempts if port == 0 else 1):
         tcps = [_socket(host, socket.SOCK_STREAM, shared) for _ in range(tcp_count)]
         try:
+            if shared and port != 0:
+                _check_free(host, port)   # SO_REUSEPORT alone would share it with its owner
             tcps[0].bind((host, port))
             chosen = tcps[0].getsockname()[1]
             for tcp in tcps[1:]:
@@ -94,6 +95,12 @@ def bind_sockets(host: str, port: int, attempts: int = 50,
         return tcps, udp
     raise BindError(f"cannot listen on UDP {host}:{port}: "
                     f"{getattr(last_error, 'strerror', None) or last_error}")
+
+
+def _check_free(host: str, port: int) -> None:
+    """OSError if another socket listens on the port (even one that allows sharing it)."""
+    with _socket(host, socket.SOCK_STREAM) as probe:
+        probe.bind((host, port))
 
 
 @dataclass(slots=True)
@@ -150,15 +157,17 @@ async def start_tracker(config: TrackerConfig, *, registry: SwarmRegistry | None
     loop = asyncio.get_running_loop()
     links: list[asyncio.Transport] = []
     try:
-        for number, link in enumerate(worker_links, start=1):
+        for link in worker_links:
             transport, _ = await loop.create_unix_connection(
-                lambda n=number: WorkerConnection(api.answer_worker, partial(_worker_gone, n)), sock=link)
+                lambda: WorkerConnection(api.answer_worker, _worker_gone), sock=link)
             links.append(transport)
         await web.SockSite(runner, tcp, backlog=1024).start()
         transport = await start_udp_server(UdpTracker(registry), udp, clock)
     except BaseException:
         for link_transport in links:
             link_transport.close()
+        for link in worker_links:
+            link.close()        # (those not yet given to a transport) so the workers stop
         await runner.cleanup()
         tcp.close()
         udp.close()
@@ -168,8 +177,8 @@ async def start_tracker(config: TrackerConfig, *, registry: SwarmRegistry | None
     return RunningTracker(registry, config.host, tcp.getsockname()[1], runner, transport, expiry, links)
 
 
-def _worker_gone(number: int) -> None:
-    log.info("HTTP worker %d has stopped", number)
+def _worker_gone() -> None:
+    log.info("an HTTP worker's link has closed")      # the CLI says which worker, and why
 
 
 async def serve_worker(config: TrackerConfig, tcp: socket.socket, link: socket.socket,

@@ -162,8 +162,9 @@ class UdpServer:
                     pass
 
     def close(self) -> None:
-        self._loop.remove_reader(self.sock.fileno())
-        self.sock.close()
+        if self.sock.fileno() != -1:        # (closing twice is harmless, as for a transport)
+            self._loop.remove_reader(self.sock.fileno())
+            self.sock.close()
 
 
 async def start_udp_server(core: UdpTracker, sock: socket.socket,

@@ -9,7 +9,7 @@ main process parses, updates the registry, encodes, and sends the bencoded body 
 
 Frames, big-endian, on a byte stream:
     request  call id (u32), kind (u8), address length (u8), query length (u32), address, query
-    reply    call id (u32), body length (u32), body
+    reply    call id (u32), ok (u8), body length (u32), body (if not ok: what went wrong)
 A FILES_SENT request gets no reply: its query is the decimal count of bytes a worker served
 from /files/, so the main process can show the total at /stats.json.
 """
@@ -17,20 +17,28 @@ from /files/, so the main process can show the total at /stats.json.
 from __future__ import annotations
 
 import asyncio
+import logging
 import struct
 from collections.abc import Callable
 
 __all__ = ["ANNOUNCE", "SCRAPE", "STATS", "FILES_SENT", "FrameSplitter", "encode_request",
-           "encode_reply", "REQUEST_HEAD", "REPLY_HEAD", "WorkerConnection", "MainConnection"]
+           "encode_reply", "REQUEST_HEAD", "REPLY_HEAD", "WorkerConnection", "MainConnection",
+           "LinkError", "AnswerError"]
+
+log = logging.getLogger("swarm.tracker")
 
 ANNOUNCE, SCRAPE, STATS, FILES_SENT = 1, 2, 3, 4
 REQUEST_HEAD = struct.Struct("!IBBI")
-REPLY_HEAD = struct.Struct("!II")
-MAX_FRAME = 64 << 20        # a larger length can only be a bug: the link is closed
+REPLY_HEAD = struct.Struct("!IBI")
+MAX_REQUEST = 1 << 20       # a larger request can only be a bug: the link is closed
 
 
 class LinkError(Exception):
     """The other process sent something that is not a frame, or went away."""
+
+
+class AnswerError(Exception):
+    """The main process failed to answer this one request."""
 
 
 def encode_request(call_id: int, kind: int, address: str, query: str) -> bytes:
@@ -39,16 +47,17 @@ def encode_request(call_id: int, kind: int, address: str, query: str) -> bytes:
     return REQUEST_HEAD.pack(call_id, kind, len(addr), len(q)) + addr + q
 
 
-def encode_reply(call_id: int, body: bytes) -> bytes:
-    return REPLY_HEAD.pack(call_id, len(body)) + body
+def encode_reply(call_id: int, body: bytes, ok: bool = True) -> bytes:
+    return REPLY_HEAD.pack(call_id, ok, len(body)) + body
 
 
 class FrameSplitter:
     """Cuts a byte stream into frames whose header ends with the lengths of its parts (sans-IO)."""
 
-    def __init__(self, head: struct.Struct, parts: int) -> None:
+    def __init__(self, head: struct.Struct, parts: int, limit: int | None = None) -> None:
         self.head = head
         self.parts = parts
+        self.limit = limit
         self._buf = bytearray()
 
     def feed(self, data: bytes) -> list[tuple[tuple, list[bytes]]]:
@@ -60,7 +69,7 @@ class FrameSplitter:
             fields = self.head.unpack_from(buf, pos)
             lengths = fields[-self.parts:]
             end = pos + size + sum(lengths)
-            if end - pos > MAX_FRAME:
+            if self.limit is not None and end - pos > self.limit:
                 raise LinkError(f"frame of {end - pos} bytes")
             if len(buf) < end:
                 break
@@ -100,17 +109,25 @@ class _FramedProtocol(asyncio.Protocol):
 
 
 class WorkerConnection(_FramedProtocol):
-    """The main process's end of one worker's link: answers each request with `answer`."""
+    """The main process's end of one worker's link: answers each request with `answer`.
+
+    An error in one answer fails that request only (the worker answers it with a 500)."""
 
     def __init__(self, answer: Answer, on_lost: Callable[[], None]) -> None:
-        super().__init__(FrameSplitter(REQUEST_HEAD, 2))
+        super().__init__(FrameSplitter(REQUEST_HEAD, 2, MAX_REQUEST))
         self.answer = answer
         self.on_lost = on_lost
 
     def frames_received(self, frames: list[tuple[tuple, list[bytes]]]) -> None:
         replies = []        # one write for all the answers of one read
         for (call_id, kind, _, _), (address, query) in frames:
-            body = self.answer(kind, address.decode("ascii"), query.decode("utf-8", "surrogateescape"))
+            try:
+                body = self.answer(kind, address.decode("ascii", "replace"),
+                                   query.decode("utf-8", "surrogateescape"))
+            except Exception as exc:
+                log.exception("answer to an HTTP worker failed")
+                replies.append(encode_reply(call_id, f"{type(exc).__name__}: {exc}".encode(), ok=False))
+                continue
             if body is not None:
                 replies.append(encode_reply(call_id, body))
         if replies:
@@ -146,10 +163,14 @@ class MainConnection(_FramedProtocol):
             self.transport.write(encode_request(0, kind, "", query))
 
     def frames_received(self, frames: list[tuple[tuple, list[bytes]]]) -> None:
-        for (call_id, _), (body,) in frames:
+        for (call_id, ok, _), (body,) in frames:
             future = self._waiting.pop(call_id, None)
-            if future is not None and not future.done():
+            if future is None or future.done():
+                continue
+            if ok:
                 future.set_result(body)
+            else:
+                future.set_exception(AnswerError(body.decode("utf-8", "replace")))
 
     def connection_lost(self, exc: Exception | None) -> None:
         for future in self._waiting.values():

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import glob
 import json
 import os
 import random
-import re
 import signal
 import socket
 import subprocess
@@ -282,6 +282,8 @@ async def test_udp_packets_waiting_past_one_batch_are_all_answered(tracker):
         assert answered == set(range(1, 22))
     finally:
         stream.close()
+    tracker._udp.close()
+    tracker._udp.close()        # twice, as RunningTracker.close may
 
 
 # -- the program ---------------------------------------------------------------------------------
@@ -312,10 +314,33 @@ async def test_cli_tracker_serves_http_and_udp_and_stops_cleanly(tmp_path, proce
 
 
 def _established_pids(port: int) -> set[int]:
-    """The processes holding established TCP connections on the tracker's port (from ss)."""
-    out = subprocess.run(["ss", "-Htnp", "state", "established", f"( sport = :{port} )"],
-                         capture_output=True, text=True, timeout=10).stdout
-    return {int(pid) for pid in re.findall(r"pid=(\d+)", out)}
+    """The processes holding established TCP connections on the tracker's port (from /proc)."""
+    inodes = set()
+    for line in open("/proc/net/tcp").read().splitlines()[1:]:
+        fields = line.split()
+        if int(fields[1].split(":")[1], 16) == port and fields[3] == "01":    # ESTABLISHED
+            inodes.add(fields[9])
+    pids = set()
+    for fd in glob.glob("/proc/[0-9]*/fd/*"):
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:[") and target[8:-1] in inodes:
+            pids.add(int(fd.split("/")[2]))
+    return pids
+
+
+def _children(pid: int) -> list[int]:
+    return [int(n) for n in open(f"/proc/{pid}/task/{pid}/children").read().split()]
+
+
+def _running(pid: int) -> bool:
+    """Whether the process exists and is not a zombie."""
+    try:
+        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 async def test_cli_workers_share_one_registry_and_stop_with_the_main_process(tmp_path, processes):
@@ -328,8 +353,7 @@ async def test_cli_workers_share_one_registry_and_stop_with_the_main_process(tmp
     processes.append(proc)
     port = int(wait_for_line(log, r"http://127\.0\.0\.1:(\d+)/announce", proc, 20).group(1))
     base = f"127.0.0.1:{port}"
-    worker = int(subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True,
-                                timeout=10).stdout.split()[0])
+    [worker] = _children(proc.pid)
     # 24 connections at once, one announce each: the kernel spreads them over both processes
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
         sessions = [aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) for _ in range(24)]
@@ -356,7 +380,7 @@ async def test_cli_workers_share_one_registry_and_stop_with_the_main_process(tmp
                 await one.close()
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=10) == 0
-    assert not os.path.exists(f"/proc/{worker}")
+    assert not _running(worker)
     output = log.read_text()
     assert "Traceback" not in output and output.rstrip().endswith("swarm-tracker stopped")
 
@@ -382,8 +406,10 @@ async def test_cli_workers_stop_quietly_under_load(tmp_path, processes):
                     return
 
     load = [asyncio.create_task(keep_announcing(n)) for n in range(16)]
-    while answered < 200:
+    deadline = time.monotonic() + 20
+    while answered < 200 and time.monotonic() < deadline and not all(t.done() for t in load):
         await asyncio.sleep(0.02)
+    assert answered >= 200
     proc.send_signal(signal.SIGTERM)
     await asyncio.wait_for(asyncio.gather(*load), 20)
     assert proc.wait(timeout=10) == 0
@@ -398,14 +424,30 @@ async def test_cli_worker_ends_when_the_main_process_is_killed(tmp_path, process
                           "--workers", "2"], log)
     processes.append(proc)
     wait_for_line(log, r"http://127\.0\.0\.1:(\d+)/announce", proc, 20)
-    worker = int(subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True,
-                                timeout=10).stdout.split()[0])
+    [worker] = _children(proc.pid)
     proc.kill()
     proc.wait(timeout=10)
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and os.path.exists(f"/proc/{worker}"):
+    while time.monotonic() < deadline and _running(worker):
         await asyncio.sleep(0.05)
-    assert not os.path.exists(f"/proc/{worker}"), "the worker outlived the main process"
+    assert not _running(worker), "the worker outlived the main process"
+
+
+async def test_cli_a_worker_that_dies_is_reaped_and_said_and_the_rest_keep_serving(tmp_path, processes):
+    log = tmp_path / "tracker.log"
+    proc = start_process(["-m", "tracker", "start", "--host", "127.0.0.1", "--port", "0",
+                          "--workers", "3"], log)
+    processes.append(proc)
+    port = int(wait_for_line(log, r"http://127\.0\.0\.1:(\d+)/announce", proc, 20).group(1))
+    first, second = _children(proc.pid)
+    os.kill(first, signal.SIGKILL)
+    wait_for_line(log, rf"HTTP worker {first} ended \(killed by signal 9\); 2 processes serve HTTP now",
+                  proc, 10)
+    assert _children(proc.pid) == [second]          # reaped: no zombie left behind
+    for n in range(12):                             # fresh connections, spread over the two left
+        async with aiohttp.ClientSession() as one:
+            reply = await http_announce(one, f"127.0.0.1:{port}", n)
+            assert reply.incomplete == n + 1
 
 
 def _run_cli(*args: str) -> subprocess.CompletedProcess:
@@ -427,6 +469,14 @@ def test_cli_bad_options_are_one_line_and_exit_2(tmp_path):
     assert len(lines) == 1 and "cannot listen on TCP 127.0.0.1:" in lines[0] and "in use" in lines[0]
     bad_rate = _run_cli("--port", "0", "--upload-limit", "fast")
     assert bad_rate.returncode == 2 and "--upload-limit: invalid rate 'fast'" in bad_rate.stderr
+    with socket.socket() as shared:     # a program that lets others share its port
+        shared.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        shared.bind(("127.0.0.1", 0))
+        shared.listen()
+        joined = _run_cli("--host", "127.0.0.1", "--port", str(shared.getsockname()[1]), "--workers", "2")
+    assert joined.returncode == 2
+    lines = joined.stderr.strip().splitlines()
+    assert len(lines) == 1 and "cannot listen on TCP 127.0.0.1:" in lines[0] and "in use" in lines[0]
     for args, message in ((["--workers", "0"], "--workers must be 1..64, got 0"),
                           (["--workers", "2", "--upload-limit", "1MiB"],
                            "--upload-limit needs --workers 1: each process would have a limit of its own")):
