@@ -9,6 +9,7 @@ import time
 import pytest
 from interop_clients import (
     assert_same_data, lt_command, lt_scrape, make_file, require_tool, run, start_leecher, start_seeder,
+    start_tracker,
 )
 
 pytestmark = [pytest.mark.interop, pytest.mark.timeout(120)]
@@ -45,6 +46,19 @@ def test_clients_find_each_other_through_swarm_tracker(tmp_path, procs, tracker,
 
     assert_same_data(data, tmp_path / "out" / data.name)
     record_timing(f"{leecher} <- {seeder} via swarm-tracker {scheme}", seconds)
+
+
+def test_clients_through_a_tracker_with_http_workers(tmp_path, procs, record_timing):
+    """`--workers 3`: the clients' announces and scrapes land on any of three processes,
+    which answer from the one registry."""
+    tracker = start_tracker(procs, "--workers", "3")
+    data, torrent = lt_torrent(tmp_path, tracker.http)
+    start_seeder(procs, "libtorrent", torrent, data)
+    assert scrape_until(torrent, tmp_path / "scrape", (1, 0)) == (1, 0)
+    client = start_leecher(procs, "aria2c", torrent, tmp_path / "out")
+    seconds = client.wait_complete(timeout=90)
+    assert_same_data(data, tmp_path / "out" / data.name)
+    record_timing("aria2c <- libtorrent via swarm-tracker http --workers 3", seconds)
 
 
 def scrape_until(torrent, workdir, want: tuple[int, int], timeout: float = 30.0) -> tuple[int, int]:
