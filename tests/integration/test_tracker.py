@@ -277,15 +277,47 @@ async def test_udp_packets_waiting_past_one_batch_are_all_answered(tracker):
     try:
         for tid in range(1, 22):        # sent before the tracker reads any of them
             await stream.send(tp.encode_udp(tp.UdpConnectRequest(tid)))
-        answered = set()
-        for _ in range(21):
-            data, _ = await asyncio.wait_for(stream.recv(), 2.0)
-            answered.add(tp.decode_udp_response(data).transaction_id)
-        assert answered == set(range(1, 22))
+        assert await _udp_replies(stream) == list(range(1, 22))     # each once, in order
     finally:
         stream.close()
     tracker._udp.close()
     tracker._udp.close()        # twice, as RunningTracker.close may
+
+
+async def _udp_replies(stream, quiet: float = 0.3) -> list[int]:
+    """The transaction ids of every reply, until none comes for `quiet` seconds."""
+    tids = []
+    for _ in range(1000):
+        try:
+            data, _ = await asyncio.wait_for(stream.recv(), quiet)
+        except asyncio.TimeoutError:
+            break
+        tids.append(tp.decode_udp_response(data).transaction_id)
+    return tids
+
+
+async def test_udp_a_failing_request_or_reply_costs_only_itself(tracker, caplog):
+    """A bug in one request's handling or in one reply (not bytes) loses that reply only:
+    every other one in its group is sent exactly once."""
+    tracker._udp.BATCH = 8
+    tracker._udp.REPLY_GROUP = 3
+    real = tracker._udp.core.handle
+
+    def buggy(data, addr, now):
+        tid = int.from_bytes(data[12:16], "big")
+        if tid == 5:
+            raise ValueError("a bug in handle")
+        return "not bytes" if tid in (9, 13) else real(data, addr, now)
+
+    tracker._udp.core.handle = buggy
+    stream = await asyncio_dgram.connect(("127.0.0.1", tracker.port))
+    try:
+        for tid in range(1, 22):
+            await stream.send(tp.encode_udp(tp.UdpConnectRequest(tid)))
+        assert await _udp_replies(stream) == [t for t in range(1, 22) if t not in (5, 9, 13)]
+    finally:
+        stream.close()
+    assert "a bug in handle" in caplog.text and "UDP reply to" in caplog.text
 
 
 # -- the program ---------------------------------------------------------------------------------

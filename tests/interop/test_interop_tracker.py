@@ -59,6 +59,9 @@ def test_clients_through_a_tracker_with_http_workers(tmp_path, procs, record_tim
     seconds = client.wait_complete(timeout=90)
     assert_same_data(data, tmp_path / "out" / data.name)
     record_timing("aria2c <- libtorrent via swarm-tracker http --workers 3", seconds)
+    # 30 scrapes, each on a connection of its own, so the kernel spreads them over all three
+    # processes (all on one: 3^-29): every one sees the seed's announce
+    assert min(tracker.scrape(torrent)[0] for _ in range(30)) >= 1
 
 
 def scrape_until(torrent, workdir, want: tuple[int, int], timeout: float = 30.0) -> tuple[int, int]:
