@@ -85,16 +85,16 @@ def start(host: str, port: int, interval: int, torrents_dir: str | None, files_d
         _fail(str(exc))
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)      # (if inherited as ignored: no waitpid)
     workers_alive = _fork_workers(config, tcps, udp)   # before any event loop exists
-    links = list(workers_alive.values())
+    links = list(workers_alive.values())              # (workers_alive shrinks as they end)
     try:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-            runner.run(_serve(config, (tcps[0], udp), workers_alive))
+            runner.run(_serve(config, (tcps[0], udp), links, workers_alive))
     except KeyboardInterrupt:   # a second Ctrl-C during shutdown
         pass
     finally:
         for link in links:
             link.close()        # (no-op if the event loop closed it) the workers stop on it
-        _reap(list(workers_alive))
+        _reap(workers_alive)
     print("swarm-tracker stopped", flush=True)
 
 
@@ -133,21 +133,17 @@ async def _work(config: TrackerConfig, tcp: socket.socket, link: socket.socket) 
     await serve_worker(config, tcp, link, stop)
 
 
-def _reap(pids: list[int], timeout: float = 5.0) -> None:
+def _reap(workers_alive: dict[int, socket.socket], timeout: float = 5.0) -> None:
     """Wait for the workers, which stop when the main process closes their links."""
     deadline = time.monotonic() + timeout
-    for pid in pids:
-        try:
-            while os.waitpid(pid, os.WNOHANG) == (0, 0):
-                if time.monotonic() > deadline:
-                    os.kill(pid, signal.SIGKILL)
-                    os.waitpid(pid, 0)
-                    click.echo(f"swarm-tracker: HTTP worker {pid} did not stop in {timeout:g} s: "
-                               "killed", err=True)
-                    break
-                time.sleep(0.02)
-        except ChildProcessError:
-            pass                # already reaped
+    _reap_exited(workers_alive, report=False)
+    while workers_alive and time.monotonic() < deadline:
+        time.sleep(0.02)
+        _reap_exited(workers_alive, report=False)
+    for pid in list(workers_alive):
+        os.kill(pid, signal.SIGKILL)
+        _reap_exited({pid: workers_alive.pop(pid)}, report=False, block=True)
+        click.echo(f"swarm-tracker: HTTP worker {pid} did not stop in {timeout:g} s: killed", err=True)
 
 
 async def _watch_workers(workers_alive: dict[int, socket.socket], stopping: asyncio.Event) -> None:
@@ -155,19 +151,20 @@ async def _watch_workers(workers_alive: dict[int, socket.socket], stopping: asyn
     SIGCHLD for itself, so this looks twice a second)."""
     while workers_alive:
         await asyncio.sleep(0.5)
-        _reap_exited(workers_alive, stopping)
+        _reap_exited(workers_alive, report=not stopping.is_set())
 
 
-def _reap_exited(workers_alive: dict[int, socket.socket], stopping: asyncio.Event) -> None:
+def _reap_exited(workers_alive: dict[int, socket.socket], report: bool, block: bool = False) -> None:
+    """Forget the workers that have ended (with `report`, saying how on stderr)."""
     for pid in list(workers_alive):
         try:
-            done, status = os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
+            done, status = os.waitpid(pid, 0 if block else os.WNOHANG)
+        except ChildProcessError:       # reaped already (SIGCHLD ignored, or a double call)
             done, status = pid, 0
         if done == 0:
             continue
         del workers_alive[pid]
-        if not stopping.is_set():
+        if report:
             how = (f"killed by signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status)
                    else f"exit status {os.WEXITSTATUS(status)}")
             click.echo(f"swarm-tracker: HTTP worker {pid} ended ({how}); "
@@ -183,12 +180,12 @@ def _loop_factory():
 
 
 async def _serve(config: TrackerConfig, sockets: tuple[socket.socket, socket.socket],
-                 workers_alive: dict[int, socket.socket]) -> None:
+                 links: list[socket.socket], workers_alive: dict[int, socket.socket]) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    tracker = await start_tracker(config, sockets=sockets, worker_links=list(workers_alive.values()))
+    tracker = await start_tracker(config, sockets=sockets, worker_links=links)
     watch = asyncio.create_task(_watch_workers(workers_alive, stop))
     where = tracker.base_url
     print(f"swarm-tracker listening on http://{where}/announce and udp://{where}/announce",

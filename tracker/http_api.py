@@ -108,20 +108,18 @@ class TrackerHttp:
 
     # -- tracker protocol -------------------------------------------------------------------
     async def announce(self, request: web.Request) -> web.Response:
-        # The raw query: aiohttp's decoded one would have mangled the binary info_hash.
-        query = request.raw_path.partition("?")[2]
-        if self.main is None:
-            body = self.announce_body(query, request.remote or "")
-        else:
-            body = await self._ask_main(ANNOUNCE, request.remote or "", query)
-        return web.Response(body=body, content_type=_BENCODE_TYPE)
+        return await self._bencoded_answer(ANNOUNCE, request)
 
     async def scrape(self, request: web.Request) -> web.Response:
-        query = request.raw_path.partition("?")[2]
+        return await self._bencoded_answer(SCRAPE, request)
+
+    async def _bencoded_answer(self, kind: int, request: web.Request) -> web.Response:
+        # The raw query: aiohttp's decoded one would have mangled the binary info_hash.
+        query, address = request.raw_path.partition("?")[2], request.remote or ""
         if self.main is None:
-            body = self.scrape_body(query)
+            body = self.answer(kind, address, query)
         else:
-            body = await self._ask_main(SCRAPE, "", query)
+            body = await self._ask_main(kind, address, query)
         return web.Response(body=body, content_type=_BENCODE_TYPE)
 
     async def _ask_main(self, kind: int, address: str, query: str) -> bytes:
@@ -155,8 +153,9 @@ class TrackerHttp:
         except TrackerProtocolError as exc:
             return encode_failure(str(exc))
 
-    def answer_worker(self, kind: int, address: str, query: str) -> bytes | None:
-        """The main process's answer to a worker's request (see worker_link)."""
+    def answer(self, kind: int, address: str, query: str) -> bytes | None:
+        """The answer to a request of `kind` (see worker_link): for this process's own
+        handlers, and in the main process for the workers'."""
         if kind == ANNOUNCE:
             return self.announce_body(query, address)
         if kind == SCRAPE:

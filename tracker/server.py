@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import socket
 import time
 from collections.abc import Callable, Sequence
@@ -23,8 +22,6 @@ from tracker.http_api import TRACKER_KEY, create_app
 from tracker.registry import SwarmRegistry
 from tracker.udp_api import UdpServer, UdpTracker, start_udp_server
 from tracker.worker_link import MainConnection, WorkerConnection
-
-log = logging.getLogger("swarm.tracker")
 
 # At stop, what aiohttp gives a connection to finish before closing it (its default is 60 s,
 # which kept a worker waiting on a client that had connected but not yet sent its request).
@@ -159,7 +156,7 @@ async def start_tracker(config: TrackerConfig, *, registry: SwarmRegistry | None
     try:
         for link in worker_links:
             transport, _ = await loop.create_unix_connection(
-                lambda: WorkerConnection(api.answer_worker, _worker_gone), sock=link)
+                lambda: WorkerConnection(api.answer), sock=link)
             links.append(transport)
         await web.SockSite(runner, tcp, backlog=1024).start()
         transport = await start_udp_server(UdpTracker(registry), udp, clock)
@@ -175,10 +172,6 @@ async def start_tracker(config: TrackerConfig, *, registry: SwarmRegistry | None
     every = max(1.0, min(60.0, config.interval / 4))
     expiry = asyncio.create_task(_expire_forever(registry, clock, every))
     return RunningTracker(registry, config.host, tcp.getsockname()[1], runner, transport, expiry, links)
-
-
-def _worker_gone() -> None:
-    log.info("an HTTP worker's link has closed")      # the CLI says which worker, and why
 
 
 async def serve_worker(config: TrackerConfig, tcp: socket.socket, link: socket.socket,

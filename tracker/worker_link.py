@@ -74,8 +74,8 @@ class FrameSplitter:
             if len(buf) < end:
                 break
             parts, at = [], pos + size
-            for length in lengths:
-                parts.append(bytes(buf[at:at + length]))
+            for length in lengths:     # (slice, then bytes: two copies, but a memoryview
+                parts.append(bytes(buf[at:at + length]))   # costs more for frames this small)
                 at += length
             frames.append((fields, parts))
             pos = end
@@ -113,10 +113,9 @@ class WorkerConnection(_FramedProtocol):
 
     An error in one answer fails that request only (the worker answers it with a 500)."""
 
-    def __init__(self, answer: Answer, on_lost: Callable[[], None]) -> None:
+    def __init__(self, answer: Answer) -> None:
         super().__init__(FrameSplitter(REQUEST_HEAD, 2, MAX_REQUEST))
         self.answer = answer
-        self.on_lost = on_lost
 
     def frames_received(self, frames: list[tuple[tuple, list[bytes]]]) -> None:
         replies = []        # one write for all the answers of one read
@@ -133,8 +132,6 @@ class WorkerConnection(_FramedProtocol):
         if replies:
             self.transport.write(b"".join(replies))
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.on_lost()
 
 
 class MainConnection(_FramedProtocol):

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import aiohttp
 import asyncio_dgram
@@ -377,15 +378,20 @@ def _running(pid: int) -> bool:
         return False
 
 
+def _cli_tracker(tmp_path, processes, *args: str) -> tuple[subprocess.Popen, int, Path]:
+    """`swarm-tracker start` on 127.0.0.1 and a free port with `args`: (process, port, log)."""
+    log = tmp_path / "tracker.log"
+    proc = start_process(["-m", "tracker", "start", "--host", "127.0.0.1", "--port", "0", *args], log)
+    processes.append(proc)
+    port = int(wait_for_line(log, r"http://127\.0\.0\.1:(\d+)/announce", proc, 20).group(1))
+    return proc, port, log
+
+
 async def test_cli_workers_share_one_registry_and_stop_with_the_main_process(tmp_path, processes):
     files = tmp_path / "files"
     files.mkdir()
     (files / "a.bin").write_bytes(random.randbytes(10_000))
-    log = tmp_path / "tracker.log"
-    proc = start_process(["-m", "tracker", "start", "--host", "127.0.0.1", "--port", "0",
-                          "--workers", "2", "--files", str(files)], log)
-    processes.append(proc)
-    port = int(wait_for_line(log, r"http://127\.0\.0\.1:(\d+)/announce", proc, 20).group(1))
+    proc, port, log = _cli_tracker(tmp_path, processes, "--workers", "2", "--files", str(files))
     base = f"127.0.0.1:{port}"
     [worker] = _children(proc.pid)
     # 24 connections at once, one announce each: the kernel spreads them over both processes
@@ -422,11 +428,7 @@ async def test_cli_workers_share_one_registry_and_stop_with_the_main_process(tmp
 async def test_cli_workers_stop_quietly_under_load(tmp_path, processes):
     """Announces still in flight in a worker when the main process stops get an HTTP error,
     not a traceback in the log."""
-    log = tmp_path / "tracker.log"
-    proc = start_process(["-m", "tracker", "start", "--host", "127.0.0.1", "--port", "0",
-                          "--workers", "2"], log)
-    processes.append(proc)
-    port = int(wait_for_line(log, r"http://127\.0\.0\.1:(\d+)/announce", proc, 20).group(1))
+    proc, port, log = _cli_tracker(tmp_path, processes, "--workers", "2")
     answered = 0
 
     async def keep_announcing(n: int) -> None:
@@ -453,11 +455,7 @@ async def test_cli_workers_stop_quietly_under_load(tmp_path, processes):
 
 
 async def test_cli_worker_ends_when_the_main_process_is_killed(tmp_path, processes):
-    log = tmp_path / "tracker.log"
-    proc = start_process(["-m", "tracker", "start", "--host", "127.0.0.1", "--port", "0",
-                          "--workers", "2"], log)
-    processes.append(proc)
-    wait_for_line(log, r"http://127\.0\.0\.1:(\d+)/announce", proc, 20)
+    proc, port, log = _cli_tracker(tmp_path, processes, "--workers", "2")
     [worker] = _children(proc.pid)
     proc.kill()
     proc.wait(timeout=10)
@@ -468,11 +466,7 @@ async def test_cli_worker_ends_when_the_main_process_is_killed(tmp_path, process
 
 
 async def test_cli_a_worker_that_dies_is_reaped_and_said_and_the_rest_keep_serving(tmp_path, processes):
-    log = tmp_path / "tracker.log"
-    proc = start_process(["-m", "tracker", "start", "--host", "127.0.0.1", "--port", "0",
-                          "--workers", "3"], log)
-    processes.append(proc)
-    port = int(wait_for_line(log, r"http://127\.0\.0\.1:(\d+)/announce", proc, 20).group(1))
+    proc, port, log = _cli_tracker(tmp_path, processes, "--workers", "3")
     first, second = _children(proc.pid)
     os.kill(first, signal.SIGKILL)
     wait_for_line(log, rf"HTTP worker {first} ended \(killed by signal 9\); 2 processes serve HTTP now",

@@ -51,7 +51,6 @@ async def test_calls_over_a_socket_pair_and_the_end_of_the_main_process():
     loop = asyncio.get_running_loop()
     main_end, worker_end = socket.socketpair()
     asked = []
-    lost = asyncio.Event()
 
     def answer(kind: int, address: str, query: str) -> bytes | None:
         asked.append((kind, address, query))
@@ -60,7 +59,7 @@ async def test_calls_over_a_socket_pair_and_the_end_of_the_main_process():
         return None if kind == FILES_SENT else f"{kind}:{address}:{query}".encode()
 
     main_transport, _ = await loop.create_unix_connection(
-        lambda: WorkerConnection(answer, lost.set), sock=main_end)
+        lambda: WorkerConnection(answer), sock=main_end)
     worker_transport, main = await loop.create_unix_connection(MainConnection, sock=worker_end)
     try:
         bodies = await asyncio.wait_for(asyncio.gather(
@@ -81,4 +80,3 @@ async def test_calls_over_a_socket_pair_and_the_end_of_the_main_process():
     finally:
         worker_transport.close()
         main_transport.close()
-    await asyncio.wait_for(lost.wait(), 5)
