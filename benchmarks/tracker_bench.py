@@ -101,9 +101,9 @@ def _wait_tcp(port: int, proc: subprocess.Popen, timeout: float = 10) -> None:
     raise RuntimeError("tracker did not start listening")
 
 
-def start_swarm_tracker(log: Path, workers: int = 1) -> tuple[subprocess.Popen, int]:
+def start_swarm_tracker(log: Path, *options: str) -> tuple[subprocess.Popen, int]:
     proc = subprocess.Popen([sys.executable, "-m", "tracker", "start", "--host", HOST, "--port", "0",
-                             "--workers", str(workers)],
+                             *options],
                             cwd=ROOT, stdout=open(log, "wb"), stderr=subprocess.STDOUT,
                             env=dict(os.environ, PYTHONUNBUFFERED="1"), process_group=0)
     deadline = time.monotonic() + 15
@@ -378,8 +378,12 @@ def bench(name: str, proc: subprocess.Popen, port: int, args, hashes: list[bytes
     return results
 
 
-def _swarm_name(workers: int) -> str:
-    return "swarm-tracker" if workers == 1 else f"swarm -w {workers}"
+def _swarm_variants(workers: list[int], granian: bool) -> list[tuple[str, list[str]]]:
+    """(name, options) of each swarm-tracker to run."""
+    variants = [("swarm-tracker" if n == 1 else f"swarm -w {n}", ["--workers", str(n)]) for n in workers]
+    if granian:
+        variants.append(("swarm granian", ["--http-server", "granian"]))
+    return variants
 
 
 def main() -> None:
@@ -394,6 +398,8 @@ def main() -> None:
     parser.add_argument("--only", choices=("http", "http-close", "udp"), help="run one protocol only")
     parser.add_argument("--workers", default="1,2",
                         help="swarm-tracker --workers values to run, comma-separated (default 1,2)")
+    parser.add_argument("--no-granian", action="store_true",
+                        help="skip swarm-tracker --http-server granian (skipped anyway without granian)")
     args = parser.parse_args()
     args.workers = [int(n) for n in args.workers.split(",")]
     args.seconds = min(max(args.seconds, 1.0), 60.0)
@@ -405,8 +411,10 @@ def main() -> None:
     hashes = [random.Random(i).randbytes(20) for i in range(args.torrents)]
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
-        targets = [(_swarm_name(n), lambda n=n: start_swarm_tracker(tmp / f"swarm{n}.log", n))
-                   for n in args.workers]
+        from tracker.granian_http import available as granian_available
+        swarms = _swarm_variants(args.workers, granian_available() and not args.no_granian)
+        targets = [(name, lambda i=i, opts=opts: start_swarm_tracker(tmp / f"swarm{i}.log", *opts))
+                   for i, (name, opts) in enumerate(swarms)]
         if not args.no_opentracker and shutil.which("opentracker"):
             targets.append(("opentracker", lambda: start_opentracker(tmp / "ot.log", tmp, hashes)))
         for name, start in targets:
@@ -418,10 +426,10 @@ def main() -> None:
                 stop(proc)
     for proto in ("http", "http-close", "udp"):
         theirs = results.get(("opentracker", proto))
-        for n in args.workers:
-            ours = results.get((_swarm_name(n), proto))
+        for name, _ in swarms:
+            ours = results.get((name, proto))
             if ours and theirs and theirs.rate:
-                print(f"ratio {proto}: {_swarm_name(n)} / opentracker = {ours.rate / theirs.rate:.2f}")
+                print(f"ratio {proto}: {name} / opentracker = {ours.rate / theirs.rate:.2f}")
     print("(a generator whose CPU seconds come near the run's length, times its processes, was "
           "the limit of that run)")
 

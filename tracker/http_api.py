@@ -35,7 +35,7 @@ from common.tracker_proto import (
 from tracker.registry import RegistryError, SwarmRegistry
 from tracker.worker_link import ANNOUNCE, FILES_SENT, SCRAPE, STATS, AnswerError, LinkError, MainConnection
 
-__all__ = ["TorrentCatalog", "create_app"]
+__all__ = ["TorrentCatalog", "TrackerHttp", "create_app", "index_html"]
 
 log = logging.getLogger("swarm.tracker")
 
@@ -207,27 +207,7 @@ class TrackerHttp:
         return web.json_response(await self._current_stats())
 
     async def index(self, request: web.Request) -> web.Response:
-        stats = await self._current_stats()
-        lines = ["<!doctype html><html><head><meta charset='utf-8'><title>swarm tracker</title>",
-                 "<style>body{font-family:sans-serif}td,th{padding:2px 10px;text-align:left}"
-                 "td.n{text-align:right}</style></head><body><h1>swarm tracker</h1>",
-                 f"<p>{stats['torrent_count']} torrents, {stats['peer_count']} peers. "
-                 "Announce at <code>/announce</code>, scrape at <code>/scrape</code>, "
-                 "JSON at <a href='/stats.json'>/stats.json</a>.</p>",
-                 "<table><tr><th>name</th><th>size</th><th>info-hash</th><th>seeders</th>"
-                 "<th>leechers</th><th>completed</th></tr>"]
-        for row in stats["torrents"]:
-            if "torrent" in row:
-                name = (f"<a href='/torrents/{html.escape(row['torrent'], quote=True)}'>"
-                        f"{html.escape(row['name'])}</a>")
-                size = format_bytes(row["size"])
-            else:
-                name, size = "", ""
-            lines.append(f"<tr><td>{name}</td><td class=n>{size}</td><td><code>{row['info_hash']}"
-                         f"</code></td><td class=n>{row['complete']}</td><td class=n>"
-                         f"{row['incomplete']}</td><td class=n>{row['downloaded']}</td></tr>")
-        lines.append("</table></body></html>")
-        return web.Response(text="\n".join(lines), content_type="text/html")
+        return web.Response(text=index_html(await self._current_stats()), content_type="text/html")
 
     # -- .torrent files -----------------------------------------------------------------------
     async def torrent_list(self, request: web.Request) -> web.Response:
@@ -302,6 +282,30 @@ class TrackerHttp:
                 left -= len(chunk)
         await resp.write_eof()
         return resp
+
+
+def index_html(stats: dict) -> str:
+    """The index page, from what `TrackerHttp.stats` returns."""
+    lines = ["<!doctype html><html><head><meta charset='utf-8'><title>swarm tracker</title>",
+             "<style>body{font-family:sans-serif}td,th{padding:2px 10px;text-align:left}"
+             "td.n{text-align:right}</style></head><body><h1>swarm tracker</h1>",
+             f"<p>{stats['torrent_count']} torrents, {stats['peer_count']} peers. "
+             "Announce at <code>/announce</code>, scrape at <code>/scrape</code>, "
+             "JSON at <a href='/stats.json'>/stats.json</a>.</p>",
+             "<table><tr><th>name</th><th>size</th><th>info-hash</th><th>seeders</th>"
+             "<th>leechers</th><th>completed</th></tr>"]
+    for row in stats["torrents"]:
+        if "torrent" in row:
+            name = (f"<a href='/torrents/{html.escape(row['torrent'], quote=True)}'>"
+                    f"{html.escape(row['name'])}</a>")
+            size = format_bytes(row["size"])
+        else:
+            name, size = "", ""
+        lines.append(f"<tr><td>{name}</td><td class=n>{size}</td><td><code>{row['info_hash']}"
+                     f"</code></td><td class=n>{row['complete']}</td><td class=n>"
+                     f"{row['incomplete']}</td><td class=n>{row['downloaded']}</td></tr>")
+    lines.append("</table></body></html>")
+    return "\n".join(lines)
 
 
 TRACKER_KEY = web.AppKey("tracker", TrackerHttp)

@@ -3,7 +3,8 @@
 Used by the CLI and by tests that want a real tracker inside their own event loop. With
 `swarm-tracker start --workers N`, the CLI forks N-1 processes (`serve_worker`) that share
 the TCP port and ask the main process, which has the registry, for each answer (see
-worker_link).
+worker_link). With `--http-server granian`, granian serves HTTP instead of aiohttp, in this
+same process (see granian_http).
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from pathlib import Path
 
 from aiohttp import web
 
-from tracker.http_api import TRACKER_KEY, create_app
+from tracker.granian_http import GranianHttp
+from tracker.http_api import TRACKER_KEY, TrackerHttp, create_app
 from tracker.registry import SwarmRegistry
 from tracker.udp_api import UdpServer, UdpTracker, start_udp_server
 from tracker.worker_link import MainConnection, WorkerConnection
@@ -26,6 +28,10 @@ from tracker.worker_link import MainConnection, WorkerConnection
 # At stop, what aiohttp gives a connection to finish before closing it (its default is 60 s,
 # which kept a worker waiting on a client that had connected but not yet sent its request).
 SHUTDOWN_SECONDS = 1.0
+
+HTTP_SERVERS = ("aiohttp", "granian")
+GRANIAN_SCOPE = ("--http-server granian serves the tracker protocol only: "
+                 "--torrents, --files and --workers need aiohttp")
 
 __all__ = ["TrackerConfig", "RunningTracker", "bind_sockets", "start_tracker", "serve_worker"]
 
@@ -44,6 +50,7 @@ class TrackerConfig:
     upload_limit: int | None = None     # bytes/s for /files/, None = unlimited
     max_torrents: int = 10_000
     max_peers: int = 1000
+    http_server: str = "aiohttp"        # or "granian": the tracker protocol only (granian_http)
 
 
 def _family(host: str) -> int:
@@ -105,7 +112,7 @@ class RunningTracker:
     registry: SwarmRegistry
     host: str
     port: int
-    _runner: web.AppRunner
+    _http: web.AppRunner | GranianHttp
     _udp: UdpServer
     _expiry: asyncio.Task
     _links: list[asyncio.Transport]
@@ -122,7 +129,10 @@ class RunningTracker:
         self._udp.close()
         for link in self._links:
             link.close()        # the workers see it and stop
-        await self._runner.cleanup()
+        if isinstance(self._http, GranianHttp):
+            await self._http.close()
+        else:
+            await self._http.cleanup()
 
 
 async def _expire_forever(registry: SwarmRegistry, clock: Callable[[], float], every: float) -> None:
@@ -138,6 +148,10 @@ async def start_tracker(config: TrackerConfig, *, registry: SwarmRegistry | None
     """Bind (unless given bound TCP and UDP `sockets`), start HTTP and UDP, answer the
     workers on the other ends of `worker_links`, and return a handle; BindError if the
     port is not free."""
+    if config.http_server not in HTTP_SERVERS:
+        raise ValueError(f"http_server must be one of {HTTP_SERVERS}, not {config.http_server!r}")
+    if config.http_server == "granian" and (config.torrents_dir or config.files_dir or worker_links):
+        raise ValueError(GRANIAN_SCOPE)
     registry = registry or SwarmRegistry(interval=config.interval, max_torrents=config.max_torrents,
                                          max_peers_per_torrent=config.max_peers)
     if sockets is None:
@@ -145,12 +159,18 @@ async def start_tracker(config: TrackerConfig, *, registry: SwarmRegistry | None
         tcp = tcps[0]
     else:
         tcp, udp = sockets
-    app = create_app(registry, clock=clock, torrents_dir=config.torrents_dir,
-                     files_dir=config.files_dir, upload_limit=config.upload_limit)
-    api = app[TRACKER_KEY]
-    runner = web.AppRunner(app, access_log=None, handle_signals=False,
-                           shutdown_timeout=SHUTDOWN_SECONDS)
-    await runner.setup()
+    port = tcp.getsockname()[1]         # (granian takes the socket over)
+    http: web.AppRunner | GranianHttp
+    if config.http_server == "granian":
+        api = TrackerHttp(registry, clock, None, None, None)
+        http = GranianHttp(api, tcp)
+    else:
+        app = create_app(registry, clock=clock, torrents_dir=config.torrents_dir,
+                         files_dir=config.files_dir, upload_limit=config.upload_limit)
+        api = app[TRACKER_KEY]
+        http = web.AppRunner(app, access_log=None, handle_signals=False,
+                             shutdown_timeout=SHUTDOWN_SECONDS)
+        await http.setup()
     loop = asyncio.get_running_loop()
     links: list[asyncio.Transport] = []
     try:
@@ -158,20 +178,23 @@ async def start_tracker(config: TrackerConfig, *, registry: SwarmRegistry | None
             transport, _ = await loop.create_unix_connection(
                 lambda: WorkerConnection(api.answer), sock=link)
             links.append(transport)
-        await web.SockSite(runner, tcp, backlog=1024).start()
+        if isinstance(http, GranianHttp):
+            await http.start()
+        else:
+            await web.SockSite(http, tcp, backlog=1024).start()
         transport = await start_udp_server(UdpTracker(registry), udp, clock)
     except BaseException:
         for link_transport in links:
             link_transport.close()
         for link in worker_links:
             link.close()        # (those not yet given to a transport) so the workers stop
-        await runner.cleanup()
+        await (http.close() if isinstance(http, GranianHttp) else http.cleanup())
         tcp.close()
         udp.close()
         raise
     every = max(1.0, min(60.0, config.interval / 4))
     expiry = asyncio.create_task(_expire_forever(registry, clock, every))
-    return RunningTracker(registry, config.host, tcp.getsockname()[1], runner, transport, expiry, links)
+    return RunningTracker(registry, config.host, port, http, transport, expiry, links)
 
 
 async def serve_worker(config: TrackerConfig, tcp: socket.socket, link: socket.socket,

@@ -1,0 +1,200 @@
+"""`--http-server granian`: the same tracker answers, served by granian, on 127.0.0.1 / ::1."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import signal
+import socket
+import time
+
+import aiohttp
+import asyncio_dgram
+import pytest
+from yarl import URL
+
+from common import tracker_proto as tp
+from common.tracker_proto import AnnounceRequest, PeerAddr
+from tests.conftest import require_tool
+from tests.integration.conftest import start_process, wait_for_line
+from tests.integration.test_tracker import _run_cli, peer_id, udp_announce, udp_exchange
+from tracker.granian_http import HEADER_SECONDS, client_host
+from tracker.registry import SwarmRegistry
+from tracker.server import GRANIAN_SCOPE, TrackerConfig, start_tracker
+
+IH = bytes(range(20))
+
+
+@pytest.fixture(autouse=True)
+def _needs_granian():
+    require_tool("granian")
+
+
+async def _pair(clock):
+    """The same tracker twice, on aiohttp and on granian, with the same random choices."""
+    trackers = []
+    for server in ("aiohttp", "granian"):
+        registry = SwarmRegistry(interval=60, rng=random.Random(7))
+        trackers.append(await start_tracker(TrackerConfig(host="::", port=0, http_server=server),
+                                            registry=registry, clock=clock))
+    return trackers
+
+
+def _requests() -> list[tuple[str, str, str]]:
+    """(method, client address, path and query): announces of every kind, errors, scrapes."""
+    other = b"\xfe" * 20
+    calls = []
+    for n in range(12):
+        req = AnnounceRequest(IH if n % 3 else other, peer_id(n), 20000 + n, left=0 if n % 4 == 0 else 100,
+                              event="started", compact=n % 5 != 0, numwant=7 if n == 9 else None)
+        calls.append(("GET", "127.0.0.1" if n % 2 else "::1", tp.build_announce_url("/announce", req)))
+    stopped = AnnounceRequest(IH, peer_id(3), 20003, event="stopped")
+    calls += [("GET", "127.0.0.1", tp.build_announce_url("/announce", stopped)),
+              ("GET", "::1", "/announce?info_hash=short&peer_id=x&port=1"),          # failure reason
+              ("GET", "127.0.0.1", "/announce"),
+              ("GET", "127.0.0.1", tp.build_scrape_url("/scrape", [IH, other, b"\x00" * 20])),
+              ("GET", "::1", "/scrape"),
+              ("GET", "127.0.0.1", "/scrape?info_hash=%zz"),
+              ("GET", "127.0.0.1", "/stats.json"),
+              ("GET", "::1", "/"),
+              ("GET", "127.0.0.1", "/nothing/here"),
+              ("HEAD", "127.0.0.1", "/stats.json"),
+              ("POST", "::1", "/announce")]
+    return calls
+
+
+async def test_granian_answers_byte_for_byte_as_aiohttp(clock):
+    trackers = await _pair(clock)
+    try:
+        answers = []
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+            for running in trackers:
+                got = []
+                for method, host, target in _requests():
+                    url = f"http://{'[::1]' if host == '::1' else host}:{running.port}{target}"
+                    async with http.request(method, URL(url, encoded=True)) as resp:
+                        got.append((resp.status, await resp.read()))
+                answers.append(got)
+        on_aiohttp, on_granian = answers
+        for call, a, g in zip(_requests(), on_aiohttp, on_granian):
+            assert g == a, call
+        statuses = [status for status, _ in on_granian]
+        assert statuses == [200] * 20 + [404, 200, 405]
+        first_peers = tp.decode_announce_response(on_granian[2][1]).peers
+        assert PeerAddr("::1", 20000) not in first_peers      # (n = 0 announced for the other hash)
+        assert b"failure reason" in on_granian[13][1] and b"failure reason" in on_granian[14][1]
+        assert on_granian[-2][1] == b""                        # HEAD: no body
+    finally:
+        for running in trackers:
+            await running.close()
+
+
+async def test_granian_tracker_with_udp_on_the_same_port(clock):
+    running = await start_tracker(TrackerConfig(host="127.0.0.1", port=0, interval=60,
+                                                http_server="granian"), clock=clock)
+    try:
+        async with aiohttp.ClientSession() as http:
+            req = AnnounceRequest(IH, peer_id(1), 20001, left=100)
+            async with http.get(URL(tp.build_announce_url(f"http://{running.base_url}/announce", req),
+                                    encoded=True)) as resp:
+                assert resp.status == 200
+                assert resp.headers["content-type"] == "text/plain"
+                assert tp.decode_announce_response(await resp.read()).incomplete == 1
+        stream = await asyncio_dgram.connect(("127.0.0.1", running.port))
+        try:
+            cid = (await udp_exchange(stream, tp.encode_udp(tp.UdpConnectRequest(1)))).connection_id
+            reply = await udp_exchange(stream, udp_announce(cid, 2))
+            assert reply.peers == [PeerAddr("127.0.0.1", 20001)]
+        finally:
+            stream.close()
+    finally:
+        await running.close()
+
+
+async def _raw(port: int, data: bytes) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(data)
+        return await asyncio.wait_for(reader.read(), 5)
+    finally:
+        writer.close()
+
+
+async def test_granian_refuses_garbage_and_keeps_serving(clock):
+    running = await start_tracker(TrackerConfig(host="127.0.0.1", port=0, http_server="granian"), clock=clock)
+    try:
+        assert (await _raw(running.port, b"\x16\x03\x01garbage\xff\x00\r\n\r\n")).startswith(b"HTTP/1.1 400 ")
+        huge = b"GET /announce HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 1_000_000 + b"\r\n\r\n"
+        assert (await _raw(running.port, huge)).split(b" ")[1] in (b"400", b"431")
+        posted = await _raw(running.port, b"POST /announce HTTP/1.0\r\nContent-Length: 0\r\n\r\n")
+        assert posted.startswith(b"HTTP/1.0 405 ") and b"\r\nallow: GET, HEAD\r\n" in posted
+        req = AnnounceRequest(IH, peer_id(1), 20001)
+        ok = await _raw(running.port, b"GET %s HTTP/1.0\r\n\r\n"
+                        % tp.build_announce_url("/announce", req).encode())
+        assert ok.startswith(b"HTTP/1.0 200 ") and b"8:intervali" in ok
+    finally:
+        await running.close()
+
+
+async def test_granian_stop_does_not_wait_for_idle_clients_and_bounds_slow_ones(clock):
+    running = await start_tracker(TrackerConfig(host="127.0.0.1", port=0, http_server="granian"), clock=clock)
+    idle_reader, idle = await asyncio.open_connection("127.0.0.1", running.port)
+    idle.write(b"GET /stats.json HTTP/1.1\r\nHost: x\r\n\r\n")           # kept alive after
+    assert (await idle_reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200 ")
+    _, silent = await asyncio.open_connection("127.0.0.1", running.port)  # connected, sent nothing
+    started = time.monotonic()
+    await running.close()
+    assert time.monotonic() - started < 1.0
+    for writer in (idle, silent):
+        writer.close()
+    with pytest.raises(OSError):
+        await asyncio.open_connection("127.0.0.1", running.port)
+
+    running = await start_tracker(TrackerConfig(host="127.0.0.1", port=0, http_server="granian"), clock=clock)
+    _, slow = await asyncio.open_connection("127.0.0.1", running.port)
+    slow.write(b"GET /announce HTTP/1.1\r\nHo")                           # half a request
+    await slow.drain()
+    await asyncio.sleep(0.2)
+    started = time.monotonic()
+    await running.close()
+    assert time.monotonic() - started < HEADER_SECONDS + 1.5
+    slow.close()
+
+
+async def test_granian_serves_the_tracker_protocol_only(tmp_path):
+    with pytest.raises(ValueError, match="serves the tracker protocol only"):
+        await start_tracker(TrackerConfig(host="127.0.0.1", port=0, files_dir=tmp_path, http_server="granian"))
+    with pytest.raises(ValueError, match="http_server must be one of"):
+        await start_tracker(TrackerConfig(host="127.0.0.1", port=0, http_server="nginx"))
+    for args in (["--files", str(tmp_path)], ["--torrents", str(tmp_path)], ["--workers", "2"],
+                 ["--upload-limit", "1MiB"]):
+        bad = _run_cli("--port", "0", "--http-server", "granian", *args)
+        assert bad.returncode == 2
+        assert bad.stderr.strip().splitlines() == [f"swarm-tracker: error: {GRANIAN_SCOPE}"]
+
+
+def test_client_host_strips_the_port_and_brackets():
+    assert client_host("127.0.0.1:6881") == "127.0.0.1"
+    assert client_host("[::ffff:10.0.0.1]:80") == "::ffff:10.0.0.1"
+    assert client_host("[::1]:1") == "::1"
+
+
+async def test_cli_granian_tracker_serves_and_stops_cleanly(tmp_path, processes):
+    log = tmp_path / "tracker.log"
+    proc = start_process(["-m", "tracker", "start", "--host", "::", "--port", "0", "--interval", "30",
+                          "--http-server", "granian"], log)
+    processes.append(proc)
+    port = int(wait_for_line(log, r"listening on http://\[::\]:(\d+)/announce", proc, 20).group(1))
+    async with aiohttp.ClientSession() as http:
+        for n, host in ((1, "127.0.0.1"), (2, "[::1]")):
+            req = AnnounceRequest(IH, peer_id(n), 20000 + n)
+            async with http.get(URL(tp.build_announce_url(f"http://{host}:{port}/announce", req),
+                                    encoded=True)) as resp:
+                answer = tp.decode_announce_response(await resp.read())
+        assert answer.interval == 30 and answer.peers == [PeerAddr("127.0.0.1", 20001)]
+    with socket.create_connection(("127.0.0.1", port)):      # an idle client does not hold the stop
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+    output = log.read_text()
+    assert "Traceback" not in output and "experimental" not in output
+    assert output.rstrip().endswith("swarm-tracker stopped")
