@@ -11,10 +11,12 @@ connect, then keeps --window announces in flight. Each run is bounded by --secon
 talks to 127.0.0.1 only. Printed per run: requests/s, failures, the CPU seconds the
 load generator and the tracker used; then swarm/opentracker ratios.
 
+swarm-tracker runs twice: on aiohttp (the default) and with `--http-server granian` when
+granian is installed (pip install 'swarm[fast]').
+
 Each tracker runs in a process group of its own, but in this script's session: a session of
-its own would put it in a scheduler autogroup of its own, where a tracker of several processes
-(--workers) shares one group's CPU share against the load generator's group (--workers 2,
-one connection per request: 10,400-10,900 announces/s that way against 11,600-12,800).
+its own would put it in a scheduler autogroup of its own, with its own share of the CPU
+against the load generator's.
 """
 
 from __future__ import annotations
@@ -378,12 +380,9 @@ def bench(name: str, proc: subprocess.Popen, port: int, args, hashes: list[bytes
     return results
 
 
-def _swarm_variants(workers: list[int], granian: bool) -> list[tuple[str, list[str]]]:
+def _swarm_variants(granian: bool) -> list[tuple[str, list[str]]]:
     """(name, options) of each swarm-tracker to run."""
-    variants = [("swarm-tracker" if n == 1 else f"swarm -w {n}", ["--workers", str(n)]) for n in workers]
-    if granian:
-        variants.append(("swarm granian", ["--http-server", "granian"]))
-    return variants
+    return [("swarm-tracker", []), *([("swarm granian", ["--http-server", "granian"])] if granian else [])]
 
 
 def main() -> None:
@@ -396,12 +395,9 @@ def main() -> None:
     parser.add_argument("--torrents", type=int, default=1000, help="distinct random info-hashes")
     parser.add_argument("--no-opentracker", action="store_true")
     parser.add_argument("--only", choices=("http", "http-close", "udp"), help="run one protocol only")
-    parser.add_argument("--workers", default="1,2",
-                        help="swarm-tracker --workers values to run, comma-separated (default 1,2)")
     parser.add_argument("--no-granian", action="store_true",
                         help="skip swarm-tracker --http-server granian (skipped anyway without granian)")
     args = parser.parse_args()
-    args.workers = [int(n) for n in args.workers.split(",")]
     args.seconds = min(max(args.seconds, 1.0), 60.0)
 
     print(f"loopback, {args.seconds:g} s per run, HTTP: {args.connections} connections "
@@ -412,7 +408,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
         from tracker.granian_http import available as granian_available
-        swarms = _swarm_variants(args.workers, granian_available() and not args.no_granian)
+        swarms = _swarm_variants(granian_available() and not args.no_granian)
         targets = [(name, lambda i=i, opts=opts: start_swarm_tracker(tmp / f"swarm{i}.log", *opts))
                    for i, (name, opts) in enumerate(swarms)]
         if not args.no_opentracker and shutil.which("opentracker"):

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import html
-import json
 import logging
 import os
 import time
@@ -33,13 +32,12 @@ from common.tracker_proto import (
     parse_announce_query, parse_scrape_query,
 )
 from tracker.registry import RegistryError, SwarmRegistry
-from tracker.worker_link import ANNOUNCE, FILES_SENT, SCRAPE, STATS, AnswerError, LinkError, MainConnection
 
 __all__ = ["TorrentCatalog", "TrackerHttp", "create_app", "index_html"]
 
 log = logging.getLogger("swarm.tracker")
 
-_BENCODE_TYPE = "text/plain"   # what most trackers send; clients do not look at it
+BENCODE_TYPE = "text/plain"   # what most trackers send; clients do not look at it
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,13 +91,9 @@ def _inside(root: Path, relative: str) -> Path | None:
 class TrackerHttp:
     """The handlers, sharing one registry (and one upload bucket for /files/)."""
 
-    def __init__(self, registry: SwarmRegistry | None, clock: Callable[[], float],
-                 torrents_dir: Path | None, files_dir: Path | None,
-                 upload_limit: int | None, main: MainConnection | None = None) -> None:
-        if (registry is None) == (main is None):
-            raise ValueError("a TrackerHttp needs a registry, or the link to the process that has it")
+    def __init__(self, registry: SwarmRegistry, clock: Callable[[], float],
+                 torrents_dir: Path | None, files_dir: Path | None, upload_limit: int | None) -> None:
         self.registry = registry
-        self.main = main            # in a worker process (--workers): where the registry is
         self.clock = clock
         self.catalog = TorrentCatalog(torrents_dir.resolve()) if torrents_dir else None
         self.files_dir = files_dir.resolve() if files_dir else None
@@ -108,31 +102,13 @@ class TrackerHttp:
 
     # -- tracker protocol -------------------------------------------------------------------
     async def announce(self, request: web.Request) -> web.Response:
-        return await self._bencoded_answer(ANNOUNCE, request)
+        query, address = _raw_query(request), request.remote or ""
+        return web.Response(body=self.announce_body(query, address), content_type=BENCODE_TYPE)
 
     async def scrape(self, request: web.Request) -> web.Response:
-        return await self._bencoded_answer(SCRAPE, request)
-
-    async def _bencoded_answer(self, kind: int, request: web.Request) -> web.Response:
-        # The raw query: aiohttp's decoded one would have mangled the binary info_hash.
-        query, address = request.raw_path.partition("?")[2], request.remote or ""
-        if self.main is None:
-            body = self.answer(kind, address, query)
-        else:
-            body = await self._ask_main(kind, address, query)
-        return web.Response(body=body, content_type=_BENCODE_TYPE)
-
-    async def _ask_main(self, kind: int, address: str, query: str) -> bytes:
-        assert self.main is not None
-        try:
-            return await self.main.call(kind, address, query)
-        except LinkError:       # the tracker is stopping: this worker is about to stop too
-            raise web.HTTPServiceUnavailable(text="tracker is stopping\n") from None
-        except AnswerError:     # logged by the main process
-            raise web.HTTPInternalServerError(text="internal tracker error\n") from None
+        return web.Response(body=self.scrape_body(_raw_query(request)), content_type=BENCODE_TYPE)
 
     def announce_body(self, query: str, ip: str) -> bytes:
-        assert self.registry is not None
         try:
             req = parse_announce_query(query)
             if req.compact:
@@ -147,29 +123,14 @@ class TrackerHttp:
             return encode_failure("internal tracker error")
 
     def scrape_body(self, query: str) -> bytes:
-        assert self.registry is not None
         try:
             return encode_scrape_response(self.registry.scrape(parse_scrape_query(query)))
         except TrackerProtocolError as exc:
             return encode_failure(str(exc))
 
-    def answer(self, kind: int, address: str, query: str) -> bytes | None:
-        """The answer to a request of `kind` (see worker_link): for this process's own
-        handlers, and in the main process for the workers'."""
-        if kind == ANNOUNCE:
-            return self.announce_body(query, address)
-        if kind == SCRAPE:
-            return self.scrape_body(query)
-        if kind == STATS:
-            return json.dumps(self.stats()).encode()
-        if kind == FILES_SENT and query.isdigit():
-            self.files_bytes_sent += int(query)
-        return None
-
     # -- for people -------------------------------------------------------------------------
     def _rows(self) -> list[dict]:
         """One row per torrent the registry or the catalog knows about."""
-        assert self.registry is not None
         known: dict[bytes, CatalogEntry] = {}
         if self.catalog is not None:
             self.catalog.refresh()
@@ -188,26 +149,14 @@ class TrackerHttp:
 
     def stats(self) -> dict:
         """What /stats.json shows (and the index page)."""
-        assert self.registry is not None
         return {"torrents": self._rows(), "torrent_count": self.registry.torrent_count,
                 "peer_count": self.registry.peer_count, "files_bytes_sent": self.files_bytes_sent}
 
-    async def _current_stats(self) -> dict:
-        if self.main is None:
-            return self.stats()
-        return json.loads(await self._ask_main(STATS, "", ""))
-
-    def _count_sent(self, size: int) -> None:
-        if self.main is None:
-            self.files_bytes_sent += size
-        elif size:
-            self.main.tell(FILES_SENT, str(size))
-
     async def stats_json(self, request: web.Request) -> web.Response:
-        return web.json_response(await self._current_stats())
+        return web.json_response(self.stats())
 
     async def index(self, request: web.Request) -> web.Response:
-        return web.Response(text=index_html(await self._current_stats()), content_type="text/html")
+        return web.Response(text=index_html(self.stats()), content_type="text/html")
 
     # -- .torrent files -----------------------------------------------------------------------
     async def torrent_list(self, request: web.Request) -> web.Response:
@@ -240,7 +189,7 @@ class TrackerHttp:
             resp = web.FileResponse(path)   # sendfile, Range, conditional requests
             await resp.prepare(request)     # sends the body, so its length can be counted
             if request.method != "HEAD" and resp.status in (200, 206):
-                self._count_sent(resp.content_length or 0)
+                self.files_bytes_sent += resp.content_length or 0
             return resp
         return await self._throttled_file(request, path)
 
@@ -278,7 +227,7 @@ class TrackerHttp:
                 if delay > 0:
                     await asyncio.sleep(delay)
                 await resp.write(chunk)
-                self._count_sent(len(chunk))
+                self.files_bytes_sent += len(chunk)
                 left -= len(chunk)
         await resp.write_eof()
         return resp
@@ -308,21 +257,19 @@ def index_html(stats: dict) -> str:
     return "\n".join(lines)
 
 
-TRACKER_KEY = web.AppKey("tracker", TrackerHttp)
+def _raw_query(request: web.Request) -> str:
+    """The query as sent: aiohttp's decoded one would mangle a binary info_hash."""
+    return request.raw_path.partition("?")[2]
 
 
-def create_app(registry: SwarmRegistry | None, *, clock: Callable[[], float] = time.monotonic,
+def create_app(registry: SwarmRegistry, *, clock: Callable[[], float] = time.monotonic,
                torrents_dir: str | os.PathLike | None = None,
                files_dir: str | os.PathLike | None = None,
-               upload_limit: int | None = None,
-               main: MainConnection | None = None) -> web.Application:
-    """The tracker's aiohttp application; the same `registry` may also serve UDP.
-
-    In a worker process there is no registry: `main` is the link to the process that has it."""
+               upload_limit: int | None = None) -> web.Application:
+    """The tracker's aiohttp application; the same `registry` may also serve UDP."""
     api = TrackerHttp(registry, clock, Path(torrents_dir) if torrents_dir else None,
-                      Path(files_dir) if files_dir else None, upload_limit, main)
+                      Path(files_dir) if files_dir else None, upload_limit)
     app = web.Application()
-    app[TRACKER_KEY] = api
     app.router.add_get("/announce", api.announce)
     app.router.add_get("/scrape", api.scrape)
     app.router.add_get("/stats.json", api.stats_json)

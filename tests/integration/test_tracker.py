@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import glob
-import json
-import os
 import random
 import signal
 import socket
@@ -22,6 +19,7 @@ from yarl import URL
 from common import tracker_proto as tp
 from common.metainfo import create_metainfo, parse_metainfo
 from common.tracker_proto import AnnounceRequest, PeerAddr, ScrapeStats
+from tests.conftest import require_tool
 from tests.integration.conftest import ROOT, start_process, wait_for_line
 from tracker.server import TrackerConfig, start_tracker
 
@@ -348,36 +346,6 @@ async def test_cli_tracker_serves_http_and_udp_and_stops_cleanly(tmp_path, proce
     assert "Traceback" not in output and output.rstrip().endswith("swarm-tracker stopped")
 
 
-def _established_pids(port: int) -> set[int]:
-    """The processes holding established TCP connections on the tracker's port (from /proc)."""
-    inodes = set()
-    for line in open("/proc/net/tcp").read().splitlines()[1:]:
-        fields = line.split()
-        if int(fields[1].split(":")[1], 16) == port and fields[3] == "01":    # ESTABLISHED
-            inodes.add(fields[9])
-    pids = set()
-    for fd in glob.glob("/proc/[0-9]*/fd/*"):
-        try:
-            target = os.readlink(fd)
-        except OSError:
-            continue
-        if target.startswith("socket:[") and target[8:-1] in inodes:
-            pids.add(int(fd.split("/")[2]))
-    return pids
-
-
-def _children(pid: int) -> list[int]:
-    return [int(n) for n in open(f"/proc/{pid}/task/{pid}/children").read().split()]
-
-
-def _running(pid: int) -> bool:
-    """Whether the process exists and is not a zombie."""
-    try:
-        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 def _cli_tracker(tmp_path, processes, *args: str) -> tuple[subprocess.Popen, int, Path]:
     """`swarm-tracker start` on 127.0.0.1 and a free port with `args`: (process, port, log)."""
     log = tmp_path / "tracker.log"
@@ -387,48 +355,13 @@ def _cli_tracker(tmp_path, processes, *args: str) -> tuple[subprocess.Popen, int
     return proc, port, log
 
 
-async def test_cli_workers_share_one_registry_and_stop_with_the_main_process(tmp_path, processes):
-    files = tmp_path / "files"
-    files.mkdir()
-    (files / "a.bin").write_bytes(random.randbytes(10_000))
-    proc, port, log = _cli_tracker(tmp_path, processes, "--workers", "2", "--files", str(files))
-    base = f"127.0.0.1:{port}"
-    [worker] = _children(proc.pid)
-    # 24 connections at once, one announce each: the kernel spreads them over both processes
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
-        sessions = [aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) for _ in range(24)]
-        try:
-            await asyncio.gather(*(http_announce(one, base, n) for n, one in enumerate(sessions)))
-            assert _established_pids(port) == {proc.pid, worker}
-            # ... and each of them sees all 24 peers, whichever process answers it
-            for one in sessions:
-                reply = await http_announce(one, base, 100)
-                assert reply.incomplete == 25 and len(reply.peers) == 24
-            bodies = [await get(one, f"http://{base}/files/a.bin") for one in sessions]
-            assert all(body == (files / "a.bin").read_bytes() for _, body in bodies)
-            for one in sessions:
-                status, page = await get(one, f"http://{base}/")
-                assert status == 200 and b"1 torrents, 25 peers" in page
-            for _ in range(50):     # the workers tell the main process what they served
-                stats = json.loads((await get(http, f"http://{base}/stats.json"))[1])
-                if stats["files_bytes_sent"] == 24 * 10_000:
-                    break
-                await asyncio.sleep(0.05)
-            assert stats["files_bytes_sent"] == 24 * 10_000 and stats["peer_count"] == 25
-        finally:
-            for one in sessions:
-                await one.close()
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=10) == 0
-    assert not _running(worker)
-    output = log.read_text()
-    assert "Traceback" not in output and output.rstrip().endswith("swarm-tracker stopped")
-
-
-async def test_cli_workers_stop_quietly_under_load(tmp_path, processes):
-    """Announces still in flight in a worker when the main process stops get an HTTP error,
+@pytest.mark.parametrize("server", ["aiohttp", "granian"])
+async def test_cli_stops_quietly_under_load(tmp_path, processes, server):
+    """Announces still in flight when the tracker stops get an error or a closed connection,
     not a traceback in the log."""
-    proc, port, log = _cli_tracker(tmp_path, processes, "--workers", "2")
+    if server == "granian":
+        require_tool("granian")
+    proc, port, log = _cli_tracker(tmp_path, processes, "--http-server", server)
     answered = 0
 
     async def keep_announcing(n: int) -> None:
@@ -450,32 +383,8 @@ async def test_cli_workers_stop_quietly_under_load(tmp_path, processes):
     await asyncio.wait_for(asyncio.gather(*load), 20)
     assert proc.wait(timeout=10) == 0
     output = log.read_text()
-    assert "Traceback" not in output and "killed" not in output      # every worker stopped by itself
+    assert "Traceback" not in output
     assert output.rstrip().endswith("swarm-tracker stopped")
-
-
-async def test_cli_worker_ends_when_the_main_process_is_killed(tmp_path, processes):
-    proc, port, log = _cli_tracker(tmp_path, processes, "--workers", "2")
-    [worker] = _children(proc.pid)
-    proc.kill()
-    proc.wait(timeout=10)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and _running(worker):
-        await asyncio.sleep(0.05)
-    assert not _running(worker), "the worker outlived the main process"
-
-
-async def test_cli_a_worker_that_dies_is_reaped_and_said_and_the_rest_keep_serving(tmp_path, processes):
-    proc, port, log = _cli_tracker(tmp_path, processes, "--workers", "3")
-    first, second = _children(proc.pid)
-    os.kill(first, signal.SIGKILL)
-    wait_for_line(log, rf"HTTP worker {first} ended \(killed by signal 9\); 2 processes serve HTTP now",
-                  proc, 10)
-    assert _children(proc.pid) == [second]          # reaped: no zombie left behind
-    for n in range(12):                             # fresh connections, spread over the two left
-        async with aiohttp.ClientSession() as one:
-            reply = await http_announce(one, f"127.0.0.1:{port}", n)
-            assert reply.incomplete == n + 1
 
 
 def _run_cli(*args: str) -> subprocess.CompletedProcess:
@@ -501,15 +410,10 @@ def test_cli_bad_options_are_one_line_and_exit_2(tmp_path):
         shared.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         shared.bind(("127.0.0.1", 0))
         shared.listen()
-        joined = _run_cli("--host", "127.0.0.1", "--port", str(shared.getsockname()[1]), "--workers", "2")
+        joined = _run_cli("--host", "127.0.0.1", "--port", str(shared.getsockname()[1]))
     assert joined.returncode == 2
     lines = joined.stderr.strip().splitlines()
     assert len(lines) == 1 and "cannot listen on TCP 127.0.0.1:" in lines[0] and "in use" in lines[0]
-    for args, message in ((["--workers", "0"], "--workers must be 1..64, got 0"),
-                          (["--workers", "2", "--upload-limit", "1MiB"],
-                           "--upload-limit needs --workers 1: each process would have a limit of its own")):
-        bad = _run_cli("--port", "0", *args)
-        assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [f"swarm-tracker: error: {message}"]
 
 
 async def test_ipv6_tracker_gives_peers6_and_18_byte_udp_peers(http):

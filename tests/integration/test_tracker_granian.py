@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import signal
 import socket
@@ -18,7 +19,7 @@ from common.tracker_proto import AnnounceRequest, PeerAddr
 from tests.conftest import require_tool
 from tests.integration.conftest import start_process, wait_for_line
 from tests.integration.test_tracker import _run_cli, peer_id, udp_announce, udp_exchange
-from tracker.granian_http import HEADER_SECONDS, client_host
+from tracker.granian_http import HEADER_SECONDS, STOP_SECONDS, client_host
 from tracker.registry import SwarmRegistry
 from tracker.server import GRANIAN_SCOPE, TrackerConfig, start_tracker
 
@@ -59,7 +60,8 @@ def _requests() -> list[tuple[str, str, str]]:
               ("GET", "::1", "/"),
               ("GET", "127.0.0.1", "/nothing/here"),
               ("HEAD", "127.0.0.1", "/stats.json"),
-              ("POST", "::1", "/announce")]
+              ("POST", "::1", "/announce"),
+              ("POST", "127.0.0.1", "/nothing/here")]
     return calls
 
 
@@ -79,11 +81,11 @@ async def test_granian_answers_byte_for_byte_as_aiohttp(clock):
         for call, a, g in zip(_requests(), on_aiohttp, on_granian):
             assert g == a, call
         statuses = [status for status, _ in on_granian]
-        assert statuses == [200] * 20 + [404, 200, 405]
+        assert statuses == [200] * 20 + [404, 200, 405, 404]
         first_peers = tp.decode_announce_response(on_granian[2][1]).peers
         assert PeerAddr("::1", 20000) not in first_peers      # (n = 0 announced for the other hash)
         assert b"failure reason" in on_granian[13][1] and b"failure reason" in on_granian[14][1]
-        assert on_granian[-2][1] == b""                        # HEAD: no body
+        assert on_granian[-3][1] == b""                        # HEAD: no body
     finally:
         for running in trackers:
             await running.close()
@@ -127,7 +129,7 @@ async def test_granian_refuses_garbage_and_keeps_serving(clock):
         huge = b"GET /announce HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 1_000_000 + b"\r\n\r\n"
         assert (await _raw(running.port, huge)).split(b" ")[1] in (b"400", b"431")
         posted = await _raw(running.port, b"POST /announce HTTP/1.0\r\nContent-Length: 0\r\n\r\n")
-        assert posted.startswith(b"HTTP/1.0 405 ") and b"\r\nallow: GET, HEAD\r\n" in posted
+        assert posted.startswith(b"HTTP/1.0 405 ") and b"\r\nallow: GET,HEAD\r\n" in posted
         req = AnnounceRequest(IH, peer_id(1), 20001)
         ok = await _raw(running.port, b"GET %s HTTP/1.0\r\n\r\n"
                         % tp.build_announce_url("/announce", req).encode())
@@ -166,8 +168,7 @@ async def test_granian_serves_the_tracker_protocol_only(tmp_path):
         await start_tracker(TrackerConfig(host="127.0.0.1", port=0, files_dir=tmp_path, http_server="granian"))
     with pytest.raises(ValueError, match="http_server must be one of"):
         await start_tracker(TrackerConfig(host="127.0.0.1", port=0, http_server="nginx"))
-    for args in (["--files", str(tmp_path)], ["--torrents", str(tmp_path)], ["--workers", "2"],
-                 ["--upload-limit", "1MiB"]):
+    for args in (["--files", str(tmp_path)], ["--torrents", str(tmp_path)], ["--upload-limit", "1MiB"]):
         bad = _run_cli("--port", "0", "--http-server", "granian", *args)
         assert bad.returncode == 2
         assert bad.stderr.strip().splitlines() == [f"swarm-tracker: error: {GRANIAN_SCOPE}"]
@@ -198,3 +199,58 @@ async def test_cli_granian_tracker_serves_and_stops_cleanly(tmp_path, processes)
     output = log.read_text()
     assert "Traceback" not in output and "experimental" not in output
     assert output.rstrip().endswith("swarm-tracker stopped")
+
+
+async def test_granian_stop_leaves_behind_a_client_that_does_not_read(clock, caplog):
+    """granian would wait forever to finish writing to a client whose window is shut."""
+    registry = SwarmRegistry(interval=60)
+    for n in range(2000):                   # so that /stats.json is about 200 KB
+        registry.announce(AnnounceRequest(n.to_bytes(20, "big"), peer_id(n), 6881), "10.0.0.1", clock())
+    running = await start_tracker(TrackerConfig(host="127.0.0.1", port=0, http_server="granian"),
+                                  registry=registry, clock=clock)
+    hog = socket.socket()
+    hog.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    hog.connect(("127.0.0.1", running.port))
+    hog.sendall(b"GET /stats.json HTTP/1.1\r\nHost: x\r\n\r\n" * 100)   # 20 MB of answers, never read
+    await asyncio.sleep(0.5)
+    started = time.monotonic()
+    with caplog.at_level(logging.WARNING):
+        await running.close()
+    assert time.monotonic() - started < STOP_SECONDS + 1.5
+    assert "clients still connected" in caplog.text
+    hog.close()
+    with pytest.raises(OSError):            # and the port is no longer served
+        await asyncio.open_connection("127.0.0.1", running.port)
+
+
+async def test_granian_that_cannot_serve_is_an_error_not_a_silent_port(clock, monkeypatch, caplog):
+    import granian.server.embed
+
+    def broken(*args, **kwargs):
+        raise OSError("injected: the worker cannot start")
+    monkeypatch.setattr(granian.server.embed, "RSGIWorker", broken)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(OSError, match="granian could not serve HTTP: injected: the worker cannot start"):
+        await start_tracker(TrackerConfig(host="127.0.0.1", port=port, http_server="granian"), clock=clock)
+    assert "Unexpected exit from worker" in caplog.text          # granian's own log, visible
+    with pytest.raises(OSError):            # nobody is left listening on the port
+        await asyncio.open_connection("127.0.0.1", port)
+
+
+async def test_granian_keeps_the_programs_log_handlers_and_hides_its_warnings(clock, tmp_path, caplog):
+    handler = logging.FileHandler(tmp_path / "app.log")
+    logging.getLogger().addHandler(handler)
+    try:
+        with caplog.at_level(logging.DEBUG):
+            running = await start_tracker(TrackerConfig(host="127.0.0.1", port=0, http_server="granian"),
+                                          clock=clock)
+            await running.close()
+        logging.getLogger("swarm.test").warning("after the tracker")
+        handler.flush()
+        assert "after the tracker" in (tmp_path / "app.log").read_text()
+        assert not [r for r in caplog.records if r.name.startswith("_granian") and r.levelno < logging.ERROR]
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()

@@ -48,23 +48,18 @@ def test_clients_find_each_other_through_swarm_tracker(tmp_path, procs, tracker,
     record_timing(f"{leecher} <- {seeder} via swarm-tracker {scheme}", seconds)
 
 
-@pytest.mark.parametrize("options", [("--workers", "3"), ("--http-server", "granian")], ids=["workers", "granian"])
-def test_clients_through_a_tracker_with_http_workers_or_granian(tmp_path, procs, record_timing, options):
-    """`--workers 3`: the clients' announces and scrapes land on any of three processes,
-    which answer from the one registry. `--http-server granian`: granian serves them."""
-    if options[0] == "--http-server":
-        require_tool("granian")
-    tracker = start_tracker(procs, *options)
+def test_clients_through_a_tracker_served_by_granian(tmp_path, procs, record_timing):
+    """`--http-server granian`: the real clients' announces and scrapes, answered by granian."""
+    require_tool("granian")
+    tracker = start_tracker(procs, "--http-server", "granian")
     data, torrent = lt_torrent(tmp_path, tracker.http)
     start_seeder(procs, "libtorrent", torrent, data)
     assert scrape_until(torrent, tmp_path / "scrape", (1, 0)) == (1, 0)
     client = start_leecher(procs, "aria2c", torrent, tmp_path / "out")
     seconds = client.wait_complete(timeout=90)
     assert_same_data(data, tmp_path / "out" / data.name)
-    record_timing(f"aria2c <- libtorrent via swarm-tracker http {' '.join(options)}", seconds)
-    # 30 scrapes, each on a connection of its own, so that with --workers the kernel spreads
-    # them over all three processes (all on one: 3^-29): every one sees the seed's announce
-    assert min(tracker.scrape(torrent)[0] for _ in range(30)) >= 1
+    record_timing("aria2c <- libtorrent via swarm-tracker http --http-server granian", seconds)
+    assert tracker.scrape(torrent)[0] >= 1      # (our own scrape client, on a fresh connection)
 
 
 def scrape_until(torrent, workdir, want: tuple[int, int], timeout: float = 30.0) -> tuple[int, int]:
