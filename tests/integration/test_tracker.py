@@ -333,6 +333,16 @@ async def test_cli_tracker_serves_http_and_udp_and_stops_cleanly(tmp_path, proce
     async with aiohttp.ClientSession() as http:
         first = await http_announce(http, f"127.0.0.1:{port}", 1)
         assert first.interval == 30
+    await udp_sees_http_peer(port)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=10) == 0
+    output = log.read_text()
+    assert "Traceback" not in output and output.rstrip().endswith("swarm-tracker stopped")
+
+
+async def udp_sees_http_peer(port: int) -> None:
+    """Over UDP on the same port, a new peer is given the one that announced over HTTP as
+    peer 1 (`http_announce(..., 1)`)."""
     stream = await asyncio_dgram.connect(("127.0.0.1", port))
     try:
         cid = (await udp_exchange(stream, tp.encode_udp(tp.UdpConnectRequest(1)))).connection_id
@@ -340,10 +350,6 @@ async def test_cli_tracker_serves_http_and_udp_and_stops_cleanly(tmp_path, proce
         assert reply.peers == [PeerAddr("127.0.0.1", 20001)]
     finally:
         stream.close()
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=10) == 0
-    output = log.read_text()
-    assert "Traceback" not in output and output.rstrip().endswith("swarm-tracker stopped")
 
 
 def _cli_tracker(tmp_path, processes, *args: str) -> tuple[subprocess.Popen, int, Path]:

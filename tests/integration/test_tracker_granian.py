@@ -10,7 +10,6 @@ import socket
 import time
 
 import aiohttp
-import asyncio_dgram
 import pytest
 from yarl import URL
 
@@ -18,7 +17,7 @@ from common import tracker_proto as tp
 from common.tracker_proto import AnnounceRequest, PeerAddr
 from tests.conftest import require_tool
 from tests.integration.conftest import start_process, wait_for_line
-from tests.integration.test_tracker import _run_cli, peer_id, udp_announce, udp_exchange
+from tests.integration.test_tracker import _run_cli, peer_id, udp_sees_http_peer
 from tracker.granian_http import HEADER_SECONDS, STOP_SECONDS, client_host
 from tracker.registry import SwarmRegistry
 from tracker.server import GRANIAN_SCOPE, TrackerConfig, start_tracker
@@ -102,13 +101,7 @@ async def test_granian_tracker_with_udp_on_the_same_port(clock):
                 assert resp.status == 200
                 assert resp.headers["content-type"] == "text/plain"
                 assert tp.decode_announce_response(await resp.read()).incomplete == 1
-        stream = await asyncio_dgram.connect(("127.0.0.1", running.port))
-        try:
-            cid = (await udp_exchange(stream, tp.encode_udp(tp.UdpConnectRequest(1)))).connection_id
-            reply = await udp_exchange(stream, udp_announce(cid, 2))
-            assert reply.peers == [PeerAddr("127.0.0.1", 20001)]
-        finally:
-            stream.close()
+        await udp_sees_http_peer(running.port)
     finally:
         await running.close()
 
