@@ -12,7 +12,7 @@ talks to 127.0.0.1 only. Printed per run: requests/s, failures, the CPU seconds 
 load generator and the tracker used; then swarm/opentracker ratios.
 
 swarm-tracker runs twice: on aiohttp (the default) and with `--http-server granian` when
-granian is installed (pip install 'swarm[fast]').
+granian is installed (pip install -e '.[fast]').
 
 Each tracker runs in a process group of its own, but in this script's session: a session of
 its own would put it in a scheduler autogroup of its own, with its own share of the CPU
@@ -63,17 +63,12 @@ class Result:
 # -- the trackers ---------------------------------------------------------------------------
 
 def _cpu_seconds(pid: int) -> float:
-    """utime + stime of a process, its threads and its worker processes (those in its
-    process group: each tracker is started in a group of its own), from /proc."""
-    total = 0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue            # the process has just ended
-        if int(fields[2]) == pid:         # the process group
-            total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
+    """utime + stime of a process and its threads, from /proc."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0              # the process has just ended
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _free_port() -> int:

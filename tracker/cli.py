@@ -49,8 +49,9 @@ def main() -> None:
 @click.option("--max-peers", default=1000, show_default=True, type=int,
               help="Peers listed per torrent at most.")
 @click.option("--http-server", type=click.Choice(HTTP_SERVERS), default="aiohttp", show_default=True,
-              help="granian (pip install 'swarm[fast]') answers 2.3-3.6x the HTTP announces of aiohttp "
-                   "in one process, but serves the tracker protocol only: no --torrents or --files.")
+              help="granian (pip install -e '.[fast]') answers 2.3-3.6x the HTTP announces of aiohttp "
+                   "in one process, but serves the tracker protocol only: no --torrents, --files "
+                   "or --upload-limit.")
 def start(host: str, port: int, interval: int, torrents_dir: str | None, files_dir: str | None,
           upload_limit: str | None, max_torrents: int, max_peers: int, http_server: str) -> None:
     """Run the tracker until interrupted."""
@@ -84,11 +85,15 @@ def start(host: str, port: int, interval: int, torrents_dir: str | None, files_d
         sockets = bind_sockets(host, port)
     except BindError as exc:
         _fail(str(exc))
+    error = None
     try:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-            runner.run(_serve(config, sockets))
+            error = runner.run(_serve(config, sockets))
     except KeyboardInterrupt:   # a second Ctrl-C during shutdown
         pass
+    if error:
+        click.echo(f"swarm-tracker: error: {error}", err=True)
+        sys.exit(1)
     print("swarm-tracker stopped", flush=True)
 
 
@@ -100,16 +105,24 @@ def _loop_factory():
     return uvloop.new_event_loop
 
 
-async def _serve(config: TrackerConfig, sockets: tuple[socket.socket, socket.socket]) -> None:
-    stop = asyncio.Event()
+async def _serve(config: TrackerConfig, sockets: tuple[socket.socket, socket.socket]) -> str | None:
+    """Serve until Ctrl-C or SIGTERM; what went wrong, if the tracker could not go on."""
+    stop = asyncio.get_running_loop().create_future()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    tracker = await start_tracker(config, sockets=sockets)
+    signals = (signal.SIGINT, signal.SIGTERM)
+    for sig in signals:
+        loop.add_signal_handler(sig, lambda: stop.done() or stop.set_result(None))
+    try:
+        tracker = await start_tracker(config, sockets=sockets)
+    except OSError as exc:      # e.g. granian could not serve on the socket
+        return str(exc)
     where = tracker.base_url
     print(f"swarm-tracker listening on http://{where}/announce and udp://{where}/announce",
           flush=True)
     try:
-        await stop.wait()
+        await asyncio.wait([stop, tracker.http_failed], return_when=asyncio.FIRST_COMPLETED)
     finally:
+        for sig in signals:     # a second Ctrl-C now interrupts the stop itself
+            loop.remove_signal_handler(sig)
         await tracker.close()
+    return tracker.http_failed.result() if tracker.http_failed.done() else None

@@ -6,49 +6,51 @@ opentracker, before the tracker does any work. granian (a Rust HTTP server for P
 on tokio) does the connection and HTTP/1 work on a thread of its own and calls Python once
 per request, with the raw query string, which is all an announce needs.
 
-The answers are TrackerHttp's, the same bodies and statuses as on aiohttp. Routes: /announce,
-/scrape, /stats.json and the index page (GET and HEAD). The file routes (--torrents, --files:
-Range, conditional requests, the upload throttle) stay on aiohttp.
+It serves `http_api.PAGES` (announce, scrape, /stats.json, the index page) from the same
+`TrackerHttp.page` as aiohttp does. The file routes (--torrents, --files: Range, conditional
+requests, the upload throttle) stay on aiohttp.
 
 granian's embedded server is the one that runs inside an asyncio event loop. It binds its
 own socket; here it gets a duplicate of the one `bind_sockets` made instead, so that port 0,
-the dual-stack "::" and the shared TCP/UDP port number work as with aiohttp. granian is
-imported only when this server is started (it is an optional dependency).
+the dual-stack "::" and the shared TCP/UDP port number work as with aiohttp. That and
+keeping its worker's error use two hooks of granian 2.8 (the version is checked).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
-import json
+import importlib.metadata
 import logging
 import os
 import socket
 
-from tracker.http_api import BENCODE_TYPE, TrackerHttp, index_html
+from tracker.http_api import PAGES, TrackerHttp
 
-__all__ = ["GranianHttp", "TrackerRsgi", "available", "client_host", "NEEDS_GRANIAN"]
+__all__ = ["GranianHttp", "TrackerRsgi", "available", "client_host", "NEEDS_GRANIAN", "BACKLOG"]
 
 log = logging.getLogger("swarm.tracker")
 
-NEEDS_GRANIAN = "--http-server granian needs granian: pip install 'swarm[fast]'"
+NEEDS_GRANIAN = ("--http-server granian needs granian 2.8: pip install -e '.[fast]' in the "
+                 "swarm checkout, or pip install 'granian>=2.8,<2.9'")
 BACKLOG = 1024
 # A client has this long to send its request's head (granian's default is 30 s).
 HEADER_SECONDS = 5
-# At stop, how long granian may finish the answers it is writing; a client that does not
-# read them is left behind after that (granian itself would wait for it forever).
+# At stop, how long granian may go on writing answers already begun: longer than a client
+# may take to send a request, so one that was sending when the stop came is answered.
+# A client that does not read is left behind after that (granian would wait forever).
 STOP_SECONDS = HEADER_SECONDS + 1
+THREAD_WAIT_SECONDS = 0.5
 
-_BENCODE = [("content-type", BENCODE_TYPE)]
-_JSON = [("content-type", "application/json; charset=utf-8")]
-_HTML = [("content-type", "text/html; charset=utf-8")]
 _TEXT = [("content-type", "text/plain; charset=utf-8")]
-_ROUTES = ("/announce", "/scrape", "/stats.json", "/")
 
 
 def available() -> bool:
-    return importlib.util.find_spec("granian") is not None
+    """granian 2.8 is installed (the hooks used here are that version's)."""
+    try:
+        return importlib.metadata.version("granian").split(".")[:2] == ["2", "8"]
+    except importlib.metadata.PackageNotFoundError:
+        return False
 
 
 def client_host(client: str) -> str:
@@ -67,29 +69,30 @@ class TrackerRsgi:
         if scope.proto != "http":
             return
         path = scope.path
-        if path not in _ROUTES:     # (the status and body aiohttp gives, for any method)
+        if path not in PAGES:       # (status and body as aiohttp gives them, for any method)
             proto.response_bytes(404, _TEXT, b"404: Not Found")
             return
         if scope.method not in ("GET", "HEAD"):
             proto.response_bytes(405, [*_TEXT, ("allow", "GET,HEAD")], b"405: Method Not Allowed")
             return
         try:
-            if path == "/announce":
-                body = self.api.announce_body(scope.query_string, client_host(scope.client))
-                proto.response_bytes(200, _BENCODE, body)
-            elif path == "/scrape":
-                proto.response_bytes(200, _BENCODE, self.api.scrape_body(scope.query_string))
-            elif path == "/stats.json":
-                proto.response_bytes(200, _JSON, json.dumps(self.api.stats()).encode())
-            else:
-                proto.response_str(200, _HTML, index_html(self.api.stats()))
+            page = self.api.page(path, scope.query_string, client_host(scope.client))
+            assert page is not None
         except Exception:       # (announce and scrape answer their own errors in bencode)
             log.exception("%s %s failed", scope.method, path)
             proto.response_bytes(500, _TEXT, b"500 Internal Server Error\n")
+            return
+        content_type = f"{page.content_type}; charset={page.charset}" if page.charset else page.content_type
+        proto.response_bytes(200, [("content-type", content_type)], page.body)
 
 
-def _embedded_server(app: TrackerRsgi, fd: int):
-    """granian's embedded server for `app`, serving on the listening socket `fd`."""
+def _not_worker_exit(record: logging.LogRecord) -> bool:
+    """granian logs only that its worker ended; GranianHttp says why, once."""
+    return not record.getMessage().startswith("Unexpected exit from worker")
+
+
+def _embedded_server(app: TrackerRsgi, sock: socket.socket):
+    """granian's embedded server for `app`, to serve on a duplicate of `sock`."""
     from granian.constants import HTTPModes, Interfaces
     from granian.http import HTTP1Settings
     from granian.log import LogLevels
@@ -97,11 +100,12 @@ def _embedded_server(app: TrackerRsgi, fd: int):
     from granian.server.embed import Server
 
     class OnOurSocket(Server):
-        def _init_shared_socket(self) -> None:
-            # (granian 2.8's hook for making its listening socket: pinned in pyproject)
-            self._shd = SocketHolder(fd, False, BACKLOG)
-            self._sfd = fd
+        def _init_shared_socket(self) -> None:      # where granian 2.8 binds its own
+            self.our_fd = os.dup(sock.fileno())     # granian's worker closes it when it ends
+            self._shd = SocketHolder(self.our_fd, False, BACKLOG)
+            self._sfd = self.our_fd
 
+    logging.getLogger("_granian").addFilter(_not_worker_exit)     # (once: the same function)
     return OnOurSocket(
         app, interface=Interfaces.RSGI, http=HTTPModes.http1, websockets=False, backlog=BACKLOG,
         http1_settings=HTTP1Settings(header_read_timeout=HEADER_SECONDS * 1000),
@@ -113,32 +117,42 @@ def _embedded_server(app: TrackerRsgi, fd: int):
 
 
 class GranianHttp:
-    """granian serving one TrackerHttp on the tracker's listening socket: `start`, then `close`."""
+    """granian serving one TrackerHttp on the tracker's listening socket: `start`, then
+    `close`. `failed` is done if granian stops serving before `close`."""
 
     def __init__(self, api: TrackerHttp, sock: socket.socket) -> None:
         if not available():
             raise RuntimeError(NEEDS_GRANIAN)
         sock.listen(BACKLOG)
         self._sock = sock
-        self._server = _embedded_server(TrackerRsgi(api), os.dup(sock.fileno()))  # granian closes its copy
+        self._server = _embedded_server(TrackerRsgi(api), sock)
         self._task: asyncio.Task | None = None
         self._worker_error: BaseException | None = None
-        self._stopping = False
-        self._threads = _thread_count()
+        self._threads: set[str] = set()     # granian's, so that close can wait for them
+        self._started = False
+        self._closing = False
+        self._closed = False
+        self.failed: asyncio.Future[str] = asyncio.get_running_loop().create_future()
 
     async def start(self) -> None:
+        before = _threads()
         started = asyncio.get_running_loop().create_future()
         self._server.on_startup(lambda: started.done() or started.set_result(None))
-        self._task = asyncio.create_task(self._server.serve(spawn_target=self._worker))
+        self._task = asyncio.create_task(self._server.serve(spawn_target=self._run_worker))
         await asyncio.wait([started, self._task], return_when=asyncio.FIRST_COMPLETED)
-        for _ in range(3):      # granian creates its worker's task right after the startup hook
+        # The startup hook runs just before granian creates its worker's task, whose first
+        # step either raises or starts serving: two turns of the loop see it either way.
+        for _ in range(3):
             await asyncio.sleep(0)
+        self._threads = _threads() - before
         if self._task.done() or self._worker_error is not None:
-            error = await self.close()
-            raise OSError(f"granian could not serve HTTP: {self._worker_error or error or 'see the log'}")
-        self._task.add_done_callback(self._ended)
+            cause = self._worker_error or _error_of(self._task) or "see the log"
+            await self.close()
+            raise OSError(f"granian could not serve HTTP: {cause}")
+        self._started = True
+        self._task.add_done_callback(self._on_serve_done)
 
-    async def _worker(self, *args) -> None:
+    async def _run_worker(self, *args) -> None:
         """granian's own worker, whose error granian would only log as "Unexpected exit"."""
         try:
             await self._server._spawn_rsgi_worker(*args)
@@ -146,43 +160,65 @@ class GranianHttp:
             self._worker_error = exc
             raise
 
-    def _ended(self, task: asyncio.Task) -> None:
-        if not self._stopping:
-            error = None if task.cancelled() else task.exception()
-            log.error("granian stopped serving HTTP: %s", error or self._worker_error or "see the log")
+    def _on_serve_done(self, task: asyncio.Task) -> None:
+        if self._closing:
+            return
+        cause = self._worker_error or _error_of(task)
+        why = f"granian stopped serving HTTP{f': {cause}' if cause else ''}"
+        log.error("%s", why)
+        self._stop_listening()          # connections are refused, not left hanging
+        if not self.failed.done():
+            self.failed.set_result(why)
 
-    async def close(self) -> BaseException | None:
-        """Stop accepting at once; let answers being written finish for up to STOP_SECONDS.
-        Returns what granian failed with, if it did."""
-        if self._stopping:
-            return None
-        self._stopping = True
-        error: BaseException | None = None
-        if self._task is not None:
-            if not self._task.done():
-                self._server.signal_handler_interrupt()
-            try:
-                await asyncio.wait_for(asyncio.shield(self._task), STOP_SECONDS)
-            except asyncio.TimeoutError:
-                log.warning("HTTP: clients still connected %g s after the stop: left behind", STOP_SECONDS)
-            except Exception as exc:        # (also retrieved, so asyncio does not log it again)
-                error = exc
-        with contextlib.suppress(OSError):  # no new connections, even if granian's copy lingers
-            self._sock.shutdown(socket.SHUT_RDWR)
-        self._sock.close()
-        if self._task is not None and not self._task.done():
-            return error
-        # granian's threads end a few ms after its task: an interpreter that exits before
-        # they do can make one of them panic (and abort). Bounded wait.
-        for _ in range(50):
-            if _thread_count() <= self._threads:
+    async def close(self) -> None:
+        """Stop accepting at once; let answers being written finish for up to STOP_SECONDS."""
+        if self._closing:
+            return
+        self._closing = True
+        try:
+            if self._task is not None:
+                if not self._task.done():
+                    self._server.signal_handler_interrupt()
+                done, _ = await asyncio.wait({self._task}, timeout=STOP_SECONDS)
+                if not done:
+                    log.warning("HTTP: clients still connected %g s after the stop: left behind",
+                                STOP_SECONDS)
+                else:
+                    error = _error_of(self._task)       # (retrieved: asyncio would log it too)
+                    if error and self._started and not self.failed.done():
+                        log.error("granian failed while stopping: %s", error)
+        finally:
+            self._stop_listening()
+        # Its threads end a few ms after its task; an interpreter that exits before they do
+        # can make one of them panic (and abort).
+        for _ in range(int(THREAD_WAIT_SECONDS / 0.01)):
+            if not self._threads & _threads():
                 break
             await asyncio.sleep(0.01)
-        return error
+
+    def _stop_listening(self) -> None:
+        """Shut the listening socket down (granian's duplicate with it) and close ours."""
+        if self._closed:
+            return
+        self._closed = True
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)
+        fd = getattr(self._server, "our_fd", None)
+        if fd is not None and self._worker_error is not None:  # granian never took its duplicate
+            with contextlib.suppress(OSError):
+                if os.fstat(fd).st_ino == os.fstat(self._sock.fileno()).st_ino:
+                    os.close(fd)
+        self._sock.close()
 
 
-def _thread_count() -> int:
+def _error_of(task: asyncio.Task) -> BaseException | None:
+    if not task.done():
+        return None
+    return asyncio.CancelledError("cancelled") if task.cancelled() else task.exception()
+
+
+def _threads() -> set[str]:
     try:
-        return len(os.listdir("/proc/self/task"))
+        return set(os.listdir("/proc/self/task"))
     except OSError:             # (not Linux: nothing to wait for that we can see)
-        return 0
+        return set()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import html
+import json
 import logging
 import os
 import time
@@ -33,11 +34,19 @@ from common.tracker_proto import (
 )
 from tracker.registry import RegistryError, SwarmRegistry
 
-__all__ = ["TorrentCatalog", "TrackerHttp", "create_app", "index_html"]
+__all__ = ["PAGES", "Page", "TorrentCatalog", "TrackerHttp", "create_app", "index_html"]
 
 log = logging.getLogger("swarm.tracker")
 
 BENCODE_TYPE = "text/plain"   # what most trackers send; clients do not look at it
+PAGES = ("/announce", "/scrape", "/stats.json", "/")
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    content_type: str
+    charset: str | None
+    body: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,13 +109,23 @@ class TrackerHttp:
         self.bucket = TokenBucket(upload_limit) if upload_limit else None
         self.files_bytes_sent = 0   # body bytes of /files/ responses: what the origin uploaded
 
-    # -- tracker protocol -------------------------------------------------------------------
-    async def announce(self, request: web.Request) -> web.Response:
-        query, address = _raw_query(request), request.remote or ""
-        return web.Response(body=self.announce_body(query, address), content_type=BENCODE_TYPE)
+    # -- what both HTTP servers answer (aiohttp here, granian in granian_http) ----------------
+    def page(self, path: str, query: str, client: str) -> Page | None:
+        """The answer at `path` (one of PAGES) to a GET with this raw query from `client`."""
+        if path == "/announce":
+            return Page(BENCODE_TYPE, None, self.announce_body(query, client))
+        if path == "/scrape":
+            return Page(BENCODE_TYPE, None, self.scrape_body(query))
+        if path == "/stats.json":
+            return Page("application/json", "utf-8", json.dumps(self.stats()).encode())
+        if path == "/":
+            return Page("text/html", "utf-8", index_html(self.stats()).encode())
+        return None
 
-    async def scrape(self, request: web.Request) -> web.Response:
-        return web.Response(body=self.scrape_body(_raw_query(request)), content_type=BENCODE_TYPE)
+    async def _page(self, request: web.Request) -> web.Response:
+        found = self.page(request.path, _raw_query(request), request.remote or "")
+        assert found is not None            # (routed here for PAGES only)
+        return web.Response(body=found.body, content_type=found.content_type, charset=found.charset)
 
     def announce_body(self, query: str, ip: str) -> bytes:
         try:
@@ -152,12 +171,6 @@ class TrackerHttp:
         return {"torrents": self._rows(), "torrent_count": self.registry.torrent_count,
                 "peer_count": self.registry.peer_count, "files_bytes_sent": self.files_bytes_sent}
 
-    async def stats_json(self, request: web.Request) -> web.Response:
-        return web.json_response(self.stats())
-
-    async def index(self, request: web.Request) -> web.Response:
-        return web.Response(text=index_html(self.stats()), content_type="text/html")
-
     # -- .torrent files -----------------------------------------------------------------------
     async def torrent_list(self, request: web.Request) -> web.Response:
         assert self.catalog is not None
@@ -186,11 +199,7 @@ class TrackerHttp:
         if path is None:
             raise web.HTTPNotFound(text="no such file\n")
         if self.bucket is None:
-            resp = web.FileResponse(path)   # sendfile, Range, conditional requests
-            await resp.prepare(request)     # sends the body, so its length can be counted
-            if request.method != "HEAD" and resp.status in (200, 206):
-                self.files_bytes_sent += resp.content_length or 0
-            return resp
+            return _CountedFileResponse(path, self)     # sendfile, Range, conditional requests
         return await self._throttled_file(request, path)
 
     async def _throttled_file(self, request: web.Request, path: Path) -> web.StreamResponse:
@@ -257,6 +266,20 @@ def index_html(stats: dict) -> str:
     return "\n".join(lines)
 
 
+class _CountedFileResponse(web.FileResponse):
+    """A file response that adds the body bytes it sent to the origin's upload count."""
+
+    def __init__(self, path: Path, api: TrackerHttp) -> None:
+        super().__init__(path)
+        self._api = api
+
+    async def prepare(self, request: web.BaseRequest):
+        writer = await super().prepare(request)     # (sends the body)
+        if request.method != "HEAD" and self.status in (200, 206):
+            self._api.files_bytes_sent += self.content_length or 0
+        return writer
+
+
 def _raw_query(request: web.Request) -> str:
     """The query as sent: aiohttp's decoded one would mangle a binary info_hash."""
     return request.raw_path.partition("?")[2]
@@ -270,10 +293,8 @@ def create_app(registry: SwarmRegistry, *, clock: Callable[[], float] = time.mon
     api = TrackerHttp(registry, clock, Path(torrents_dir) if torrents_dir else None,
                       Path(files_dir) if files_dir else None, upload_limit)
     app = web.Application()
-    app.router.add_get("/announce", api.announce)
-    app.router.add_get("/scrape", api.scrape)
-    app.router.add_get("/stats.json", api.stats_json)
-    app.router.add_get("/", api.index)
+    for path in PAGES:
+        app.router.add_get(path, api._page)
     if api.catalog is not None:
         app.router.add_get("/torrents/", api.torrent_list)
         app.router.add_get("/torrents/{name}", api.torrent_file)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from tracker.granian_http import GranianHttp
+from tracker.granian_http import BACKLOG, GranianHttp
 from tracker.http_api import TrackerHttp, create_app
 from tracker.registry import SwarmRegistry
 from tracker.udp_api import UdpServer, UdpTracker, start_udp_server
@@ -92,10 +92,11 @@ class AiohttpServer:
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False,
                                      shutdown_timeout=SHUTDOWN_SECONDS)
         self._sock = sock
+        self.failed: asyncio.Future[str] = asyncio.get_running_loop().create_future()  # (never)
 
     async def start(self) -> None:
         await self._runner.setup()
-        await web.SockSite(self._runner, self._sock, backlog=1024).start()
+        await web.SockSite(self._runner, self._sock, backlog=BACKLOG).start()
 
     async def close(self) -> None:
         await self._runner.cleanup()
@@ -114,6 +115,11 @@ class RunningTracker:
     def base_url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{host}:{self.port}"
+
+    @property
+    def http_failed(self) -> asyncio.Future[str]:
+        """Done, with why, if the HTTP server stopped serving by itself (UDP goes on)."""
+        return self._http.failed
 
     async def close(self) -> None:
         self._expiry.cancel()

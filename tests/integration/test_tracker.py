@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import signal
 import socket
@@ -142,9 +143,13 @@ async def test_index_torrents_and_files_with_range(tracker, http, tmp_path):
         assert r.headers["Content-Range"] == "bytes 1000-1999/300000"
     status, body = await get(http, f"http://{base}/files/sub/blob.bin")
     assert status == 200 and body == data
+    async with http.head(f"http://{base}/files/sub/blob.bin") as r:
+        assert r.status == 200 and r.headers["Content-Length"] == "300000"
     for bad in ("/files/../secret", "/files/%2e%2e/secret", "/files/nothing", "/files/sub"):
         status, _ = await get(http, f"http://{base}{bad}")
         assert status == 404, bad
+    stats = json.loads((await get(http, f"http://{base}/stats.json"))[1])
+    assert stats["files_bytes_sent"] == 1000 + 300_000      # what was sent (HEAD sends nothing)
 
     status, body = await get(http, f"http://{base}/torrents/")
     assert status == 200 and b"blob.torrent" in body and meta.info_hash.hex().encode() in body
@@ -412,7 +417,7 @@ def test_cli_bad_options_are_one_line_and_exit_2(tmp_path):
     assert len(lines) == 1 and "cannot listen on TCP 127.0.0.1:" in lines[0] and "in use" in lines[0]
     bad_rate = _run_cli("--port", "0", "--upload-limit", "fast")
     assert bad_rate.returncode == 2 and "--upload-limit: invalid rate 'fast'" in bad_rate.stderr
-    with socket.socket() as shared:     # a program that lets others share its port
+    with socket.socket() as shared:     # another program that would share its port: still refused
         shared.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         shared.bind(("127.0.0.1", 0))
         shared.listen()

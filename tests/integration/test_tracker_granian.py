@@ -7,6 +7,8 @@ import logging
 import random
 import signal
 import socket
+import subprocess
+import sys
 import time
 
 import aiohttp
@@ -16,7 +18,7 @@ from yarl import URL
 from common import tracker_proto as tp
 from common.tracker_proto import AnnounceRequest, PeerAddr
 from tests.conftest import require_tool
-from tests.integration.conftest import start_process, wait_for_line
+from tests.integration.conftest import ROOT, start_process, wait_for_line
 from tests.integration.test_tracker import _run_cli, peer_id, udp_sees_http_peer
 from tracker.granian_http import HEADER_SECONDS, STOP_SECONDS, client_host
 from tracker.registry import SwarmRegistry
@@ -227,7 +229,7 @@ async def test_granian_that_cannot_serve_is_an_error_not_a_silent_port(clock, mo
         port = probe.getsockname()[1]
     with pytest.raises(OSError, match="granian could not serve HTTP: injected: the worker cannot start"):
         await start_tracker(TrackerConfig(host="127.0.0.1", port=port, http_server="granian"), clock=clock)
-    assert "Unexpected exit from worker" in caplog.text          # granian's own log, visible
+    assert caplog.text.count("injected: the worker cannot start") == 0   # said once, in the error
     with pytest.raises(OSError):            # nobody is left listening on the port
         await asyncio.open_connection("127.0.0.1", port)
 
@@ -247,3 +249,46 @@ async def test_granian_keeps_the_programs_log_handlers_and_hides_its_warnings(cl
     finally:
         logging.getLogger().removeHandler(handler)
         handler.close()
+
+
+async def test_granian_that_stops_by_itself_is_reported_and_refuses_connections(clock, caplog):
+    running = await start_tracker(TrackerConfig(host="127.0.0.1", port=0, http_server="granian"), clock=clock)
+    try:
+        [worker] = running._http._server.wrks       # a fault: granian's worker stops, unasked
+        worker._sig.set()
+        why = await asyncio.wait_for(running.http_failed, 5)
+        assert why.startswith("granian stopped serving HTTP")
+        assert "granian stopped serving HTTP" in caplog.text
+        with pytest.raises(OSError):                # refused, not left hanging
+            await asyncio.open_connection("127.0.0.1", running.port)
+    finally:
+        await running.close()
+
+
+async def test_granian_close_interrupted_still_closes_the_port(clock):
+    running = await start_tracker(TrackerConfig(host="127.0.0.1", port=0, http_server="granian"), clock=clock)
+    hog = socket.create_connection(("127.0.0.1", running.port))
+    hog.sendall(b"GET /announce HTTP/1.1\r\nHo")          # holds granian's stop for HEADER_SECONDS
+    await asyncio.sleep(0.2)
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(running.close(), 0.3)
+    with pytest.raises(OSError):
+        await asyncio.open_connection("127.0.0.1", running.port)
+    started = time.monotonic()
+    await running.close()                                   # a second close: nothing left to do
+    assert time.monotonic() - started < 0.1
+    hog.close()
+
+
+def test_cli_says_in_one_line_that_granian_cannot_serve(tmp_path):
+    script = ("import sys, granian.server.embed as e\n"
+              "def broken(*a, **k): raise OSError('injected: no worker')\n"
+              "e.RSGIWorker = broken\n"
+              "from tracker.cli import main\n"
+              "sys.argv = ['swarm-tracker', 'start', '--host', '127.0.0.1', '--port', '0', "
+              "'--http-server', 'granian']\n"
+              "main()\n")
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == ["swarm-tracker: error: granian could not serve HTTP: injected: no worker"]
+    assert "listening on" not in done.stdout
