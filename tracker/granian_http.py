@@ -43,6 +43,7 @@ STOP_SECONDS = HEADER_SECONDS + 1
 THREAD_WAIT_SECONDS = 0.5
 
 _TEXT = [("content-type", "text/plain; charset=utf-8")]
+_HEADERS: dict[tuple[str, str | None], list[tuple[str, str]]] = {}   # per content type
 
 
 def available() -> bool:
@@ -82,8 +83,11 @@ class TrackerRsgi:
             log.exception("%s %s failed", scope.method, path)
             proto.response_bytes(500, _TEXT, b"500 Internal Server Error\n")
             return
-        content_type = f"{page.content_type}; charset={page.charset}" if page.charset else page.content_type
-        proto.response_bytes(200, [("content-type", content_type)], page.body)
+        headers = _HEADERS.get((page.content_type, page.charset))
+        if headers is None:
+            value = f"{page.content_type}; charset={page.charset}" if page.charset else page.content_type
+            headers = _HEADERS[page.content_type, page.charset] = [("content-type", value)]
+        proto.response_bytes(200, headers, page.body)
 
 
 def _not_worker_exit(record: logging.LogRecord) -> bool:
