@@ -49,7 +49,7 @@ def main() -> None:
 @click.option("--max-peers", default=1000, show_default=True, type=int,
               help="Peers listed per torrent at most.")
 @click.option("--http-server", type=click.Choice(HTTP_SERVERS), default="aiohttp", show_default=True,
-              help="granian (pip install -e '.[fast]') answers 2.3-3.6x the HTTP announces of aiohttp "
+              help="granian (pip install -e '.[fast]') answers 2.2-3.6x the HTTP announces of aiohttp "
                    "in one process, but serves the tracker protocol only: no --torrents, --files "
                    "or --upload-limit.")
 def start(host: str, port: int, interval: int, torrents_dir: str | None, files_dir: str | None,
