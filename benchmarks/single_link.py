@@ -37,6 +37,14 @@ from interop_clients import (  # noqa: E402
     ProcessError, ProcessSet, have_tool, sha1_file, start_leecher, start_seeder, start_tracker, swarm_create,
 )
 
+# Before each leecher starts, the machine settles this long, the same for every client. On
+# this VM, memory freed by deleting the previous round's output is handed back to the host
+# within a few seconds, and writing 1 GiB into the page cache then costs the leecher about
+# 1 s more kernel time. Without the wait, a client whose seed starts at once (libtorrent in
+# seed mode) had its leecher writing into the still-warm pages, and one whose seed checks
+# the data first (swarm) did not: swarm/libtorrent x1.30 that way in one run, x1.00 with it.
+SETTLE_SECONDS = 5.0
+
 DEFAULT_PAIRS = ("swarm:swarm", "aria2c:aria2c", "libtorrent:libtorrent", "swarm:aria2c", "aria2c:swarm")
 def size_arg(text: str) -> int:
     try:
@@ -78,6 +86,7 @@ def run_pair(procs: ProcessSet, tracker, torrent: Path, data: Path, digest: str,
             seed, _ = start_seeder(pair, seeder, torrent, data, name=f"{seeder}-seed")
             tracker.wait_for_swarm(torrent, complete=1, timeout=60)
             os.sync()   # no writeback of earlier rounds' files running during this transfer
+            time.sleep(SETTLE_SECONDS)
             seed_cpu_before = seed.cpu_seconds()
             client = start_leecher(pair, leecher, torrent, outdir, name=f"{leecher}-get")
             client.wait_complete(timeout)
