@@ -402,7 +402,9 @@ def main() -> None:
     hashes = [random.Random(i).randbytes(20) for i in range(args.torrents)]
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
-        from tracker.granian_http import available as granian_available
+        from tracker.granian_http import NEEDS_GRANIAN, available as granian_available
+        if not granian_available() and not args.no_granian:
+            print(f"swarm granian skipped: {NEEDS_GRANIAN}", flush=True)
         swarms = _swarm_variants(granian_available() and not args.no_granian)
         targets = [(name, lambda i=i, opts=opts: start_swarm_tracker(tmp / f"swarm{i}.log", *opts))
                    for i, (name, opts) in enumerate(swarms)]
