@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import socket
 import sys
@@ -85,15 +86,10 @@ def start(host: str, port: int, interval: int, torrents_dir: str | None, files_d
         sockets = bind_sockets(host, port)
     except BindError as exc:
         _fail(str(exc))
-    error = None
-    try:
-        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-            error = runner.run(_serve(config, sockets))
-    except KeyboardInterrupt:   # a second Ctrl-C during shutdown
-        pass
-    if error:
-        click.echo(f"swarm-tracker: error: {error}", err=True)
-        sys.exit(1)
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        code = runner.run(_serve(config, sockets))
+    if code:
+        sys.exit(code)
     print("swarm-tracker stopped", flush=True)
 
 
@@ -105,24 +101,41 @@ def _loop_factory():
     return uvloop.new_event_loop
 
 
-async def _serve(config: TrackerConfig, sockets: tuple[socket.socket, socket.socket]) -> str | None:
-    """Serve until Ctrl-C or SIGTERM; what went wrong, if the tracker could not go on."""
+async def _serve(config: TrackerConfig, sockets: tuple[socket.socket, socket.socket]) -> int:
+    """Serve until Ctrl-C or SIGTERM (exit status 0), or until HTTP fails (1, said already)."""
     stop = asyncio.get_running_loop().create_future()
     loop = asyncio.get_running_loop()
     signals = (signal.SIGINT, signal.SIGTERM)
+
+    def first_signal() -> None:
+        # From now on a signal ends the process at once, whatever the stop waits for, until
+        # the very end (the event loop no longer owns them, so its closing keeps these).
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+            signal.signal(sig, _exit_now)
+        if not stop.done():
+            stop.set_result(None)
+
     for sig in signals:
-        loop.add_signal_handler(sig, lambda: stop.done() or stop.set_result(None))
+        loop.add_signal_handler(sig, first_signal)
     try:
         tracker = await start_tracker(config, sockets=sockets)
     except OSError as exc:      # e.g. granian could not serve on the socket
-        return str(exc)
+        click.echo(f"swarm-tracker: error: {exc}", err=True)
+        return 1
     where = tracker.base_url
     print(f"swarm-tracker listening on http://{where}/announce and udp://{where}/announce",
           flush=True)
     try:
         await asyncio.wait([stop, tracker.http_failed], return_when=asyncio.FIRST_COMPLETED)
     finally:
-        for sig in signals:     # a second Ctrl-C now interrupts the stop itself
-            loop.remove_signal_handler(sig)
         await tracker.close()
-    return tracker.http_failed.result() if tracker.http_failed.done() else None
+    return 1 if tracker.http_failed.done() else 0
+
+
+def _exit_now(sig: int, frame=None) -> None:
+    """The second Ctrl-C or SIGTERM: no clean-up left to wait for (the kernel closes the
+    sockets), and no interpreter shutdown while granian's threads still run."""
+    print("swarm-tracker interrupted while stopping", flush=True)
+    sys.stderr.flush()
+    os._exit(128 + sig)

@@ -132,14 +132,14 @@ class GranianHttp:
         self._server = _embedded_server(TrackerRsgi(api), sock)
         self._task: asyncio.Task | None = None
         self._worker_error: BaseException | None = None
-        self._threads: set[str] = set()     # granian's, so that close can wait for them
+        self._threads_before = _threads()   # the process's threads before granian's
         self._started = False
         self._closing = False
         self._closed = False
         self.failed: asyncio.Future[str] = asyncio.get_running_loop().create_future()
 
     async def start(self) -> None:
-        before = _threads()
+        self._threads_before = _threads()
         started = asyncio.get_running_loop().create_future()
         self._server.on_startup(lambda: started.done() or started.set_result(None))
         self._task = asyncio.create_task(self._server.serve(spawn_target=self._run_worker))
@@ -148,7 +148,6 @@ class GranianHttp:
         # step either raises or starts serving: two turns of the loop see it either way.
         for _ in range(3):
             await asyncio.sleep(0)
-        self._threads = _threads() - before
         if self._task.done() or self._worker_error is not None:
             cause = self._worker_error or _error_of(self._task) or "see the log"
             await self.close()
@@ -165,10 +164,10 @@ class GranianHttp:
             raise
 
     def _on_serve_done(self, task: asyncio.Task) -> None:
-        if self._closing:
-            return
+        if self._closing or task.cancelled() or isinstance(self._worker_error, asyncio.CancelledError):
+            return                      # (the event loop is ending, not granian failing)
         cause = self._worker_error or _error_of(task)
-        why = f"granian stopped serving HTTP{f': {cause}' if cause else ''}"
+        why = f"granian stopped serving HTTP{f': {cause!r}' if cause else ''}"
         log.error("%s", why)
         self._stop_listening()          # connections are refused, not left hanging
         if not self.failed.done():
@@ -187,16 +186,17 @@ class GranianHttp:
                 if not done:
                     log.warning("HTTP: clients still connected %g s after the stop: left behind",
                                 STOP_SECONDS)
+                    return      # (finally: stop listening; its threads are still busy)
                 else:
                     error = _error_of(self._task)       # (retrieved: asyncio would log it too)
                     if error and self._started and not self.failed.done():
                         log.error("granian failed while stopping: %s", error)
         finally:
             self._stop_listening()
-        # Its threads end a few ms after its task; an interpreter that exits before they do
-        # can make one of them panic (and abort).
+        # Its threads (some start only with the first requests) end a few ms after its task;
+        # an interpreter that exits before they do can make one of them panic (and abort).
         for _ in range(int(THREAD_WAIT_SECONDS / 0.01)):
-            if not self._threads & _threads():
+            if _threads() <= self._threads_before:
                 break
             await asyncio.sleep(0.01)
 
@@ -205,10 +205,13 @@ class GranianHttp:
         if self._closed:
             return
         self._closed = True
+        for worker in self._server.wrks:    # (none left once granian's serve ended normally)
+            if worker.is_alive():           # else its accept loop would spin on the dead socket
+                worker.terminate()
         with contextlib.suppress(OSError):
             self._sock.shutdown(socket.SHUT_RDWR)
         fd = getattr(self._server, "our_fd", None)
-        if fd is not None and self._worker_error is not None:  # granian never took its duplicate
+        if fd is not None and not self._started:   # granian's worker never took its duplicate
             with contextlib.suppress(OSError):
                 if os.fstat(fd).st_ino == os.fstat(self._sock.fileno()).st_ino:
                     os.close(fd)

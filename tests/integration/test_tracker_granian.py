@@ -292,3 +292,26 @@ def test_cli_says_in_one_line_that_granian_cannot_serve(tmp_path):
     assert done.returncode == 1
     assert done.stderr.splitlines() == ["swarm-tracker: error: granian could not serve HTTP: injected: no worker"]
     assert "listening on" not in done.stdout
+
+
+async def test_cli_second_ctrl_c_ends_a_held_stop_at_once(tmp_path, processes):
+    """A client that never finishes its request holds granian's stop for HEADER_SECONDS; a
+    second Ctrl-C ends the process at once, in one line, without a traceback."""
+    log = tmp_path / "tracker.log"
+    proc = start_process(["-m", "tracker", "start", "--host", "127.0.0.1", "--port", "0",
+                          "--http-server", "granian"], log)
+    processes.append(proc)
+    port = int(wait_for_line(log, r"http://127\.0\.0\.1:(\d+)/announce", proc, 20).group(1))
+    with socket.create_connection(("127.0.0.1", port)) as holder:
+        holder.sendall(b"GET /announce HTTP/1.1\r\nHo")
+        await asyncio.sleep(0.3)
+        started = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        await asyncio.sleep(0.3)
+        assert proc.poll() is None                          # the first: still stopping
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=10) == 128 + signal.SIGINT
+        assert time.monotonic() - started < HEADER_SECONDS - 1
+    output = log.read_text()
+    assert "Traceback" not in output and "panicked" not in output
+    assert output.rstrip().endswith("swarm-tracker interrupted while stopping")
