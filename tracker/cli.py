@@ -17,10 +17,7 @@ from pathlib import Path
 import click
 
 from common.rates import parse_rate
-from tracker.granian_http import NEEDS_GRANIAN, available as granian_available
-from tracker.server import (
-    GRANIAN_SCOPE, HTTP_SERVERS, BindError, TrackerConfig, bind_sockets, start_tracker,
-)
+from tracker.server import HTTP_SERVERS, BindError, TrackerConfig, bind_sockets, config_error, start_tracker
 
 
 def _fail(message: str) -> None:
@@ -62,11 +59,6 @@ def start(host: str, port: int, interval: int, torrents_dir: str | None, files_d
         _fail(f"--interval must be at least 1 second, got {interval}")
     if max_torrents < 1 or max_peers < 1:
         _fail("--max-torrents and --max-peers must be at least 1")
-    if http_server == "granian":
-        if torrents_dir or files_dir or upload_limit:
-            _fail(GRANIAN_SCOPE)
-        if not granian_available():
-            _fail(NEEDS_GRANIAN)
     for option, folder in (("--torrents", torrents_dir), ("--files", files_dir)):
         if folder is not None and not Path(folder).is_dir():
             _fail(f"{option} {folder}: not a directory")
@@ -81,6 +73,9 @@ def start(host: str, port: int, interval: int, torrents_dir: str | None, files_d
                            files_dir=Path(files_dir) if files_dir else None,
                            upload_limit=limit, max_torrents=max_torrents, max_peers=max_peers,
                            http_server=http_server)
+    problem = config_error(config)
+    if problem:
+        _fail(problem)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
     try:
         sockets = bind_sockets(host, port)

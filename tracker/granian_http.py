@@ -43,7 +43,6 @@ STOP_SECONDS = HEADER_SECONDS + 1
 THREAD_WAIT_SECONDS = 0.5
 
 _TEXT = [("content-type", "text/plain; charset=utf-8")]
-_HEADERS: dict[tuple[str, str | None], list[tuple[str, str]]] = {}   # per content type
 
 
 def available() -> bool:
@@ -83,11 +82,7 @@ class TrackerRsgi:
             log.exception("%s %s failed", scope.method, path)
             proto.response_bytes(500, _TEXT, b"500 Internal Server Error\n")
             return
-        headers = _HEADERS.get((page.content_type, page.charset))
-        if headers is None:
-            value = f"{page.content_type}; charset={page.charset}" if page.charset else page.content_type
-            headers = _HEADERS[page.content_type, page.charset] = [("content-type", value)]
-        proto.response_bytes(200, headers, page.body)
+        proto.response_bytes(200, [("content-type", page.content_type)], page.body)
 
 
 def _not_worker_exit(record: logging.LogRecord) -> bool:
@@ -125,21 +120,18 @@ class GranianHttp:
     `close`. `failed` is done if granian stops serving before `close`."""
 
     def __init__(self, api: TrackerHttp, sock: socket.socket) -> None:
-        if not available():
-            raise RuntimeError(NEEDS_GRANIAN)
         sock.listen(BACKLOG)
         self._sock = sock
         self._server = _embedded_server(TrackerRsgi(api), sock)
         self._task: asyncio.Task | None = None
         self._worker_error: BaseException | None = None
-        self._threads_before = _threads()   # the process's threads before granian's
+        self._threads_before = _threads()   # the process's threads before granian's (start)
         self._started = False
         self._closing = False
         self._closed = False
         self.failed: asyncio.Future[str] = asyncio.get_running_loop().create_future()
 
     async def start(self) -> None:
-        self._threads_before = _threads()
         started = asyncio.get_running_loop().create_future()
         self._server.on_startup(lambda: started.done() or started.set_result(None))
         self._task = asyncio.create_task(self._server.serve(spawn_target=self._run_worker))
@@ -187,10 +179,9 @@ class GranianHttp:
                     log.warning("HTTP: clients still connected %g s after the stop: left behind",
                                 STOP_SECONDS)
                     return      # (finally: stop listening; its threads are still busy)
-                else:
-                    error = _error_of(self._task)       # (retrieved: asyncio would log it too)
-                    if error and self._started and not self.failed.done():
-                        log.error("granian failed while stopping: %s", error)
+                error = _error_of(self._task)       # (retrieved: asyncio would log it too)
+                if error and self._started and not self.failed.done():
+                    log.error("granian failed while stopping: %s", error)
         finally:
             self._stop_listening()
         # Its threads (some start only with the first requests) end a few ms after its task;

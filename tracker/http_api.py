@@ -44,8 +44,7 @@ PAGES = ("/announce", "/scrape", "/stats.json", "/")
 
 @dataclass(frozen=True, slots=True)
 class Page:
-    content_type: str
-    charset: str | None
+    content_type: str           # the header's whole value
     body: bytes
 
 
@@ -113,19 +112,19 @@ class TrackerHttp:
     def page(self, path: str, query: str, client: str) -> Page | None:
         """The answer at `path` (one of PAGES) to a GET with this raw query from `client`."""
         if path == "/announce":
-            return Page(BENCODE_TYPE, None, self.announce_body(query, client))
+            return Page(BENCODE_TYPE, self.announce_body(query, client))
         if path == "/scrape":
-            return Page(BENCODE_TYPE, None, self.scrape_body(query))
+            return Page(BENCODE_TYPE, self.scrape_body(query))
         if path == "/stats.json":
-            return Page("application/json", "utf-8", json.dumps(self.stats()).encode())
+            return Page("application/json; charset=utf-8", json.dumps(self.stats()).encode())
         if path == "/":
-            return Page("text/html", "utf-8", index_html(self.stats()).encode())
+            return Page("text/html; charset=utf-8", index_html(self.stats()).encode())
         return None
 
     async def _page(self, request: web.Request) -> web.Response:
         found = self.page(request.path, _raw_query(request), request.remote or "")
         assert found is not None            # (routed here for PAGES only)
-        return web.Response(body=found.body, content_type=found.content_type, charset=found.charset)
+        return web.Response(body=found.body, headers={"Content-Type": found.content_type})
 
     def announce_body(self, query: str, ip: str) -> bytes:
         try:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from tracker.granian_http import BACKLOG, GranianHttp
+from tracker.granian_http import BACKLOG, NEEDS_GRANIAN, GranianHttp, available as granian_available
 from tracker.http_api import TrackerHttp, create_app
 from tracker.registry import SwarmRegistry
 from tracker.udp_api import UdpServer, UdpTracker, start_udp_server
@@ -29,7 +29,7 @@ HTTP_SERVERS = ("aiohttp", "granian")
 GRANIAN_SCOPE = ("--http-server granian serves the tracker protocol only: "
                  "--torrents, --files and --upload-limit need aiohttp")
 
-__all__ = ["TrackerConfig", "RunningTracker", "bind_sockets", "start_tracker"]
+__all__ = ["TrackerConfig", "RunningTracker", "bind_sockets", "config_error", "start_tracker"]
 
 
 class BindError(OSError):
@@ -47,6 +47,18 @@ class TrackerConfig:
     max_torrents: int = 10_000
     max_peers: int = 1000
     http_server: str = "aiohttp"        # or "granian": the tracker protocol only (granian_http)
+
+
+def config_error(config: TrackerConfig) -> str | None:
+    """What is wrong with the choice of HTTP server, if anything (one line for the user)."""
+    if config.http_server not in HTTP_SERVERS:
+        return f"http_server must be one of {HTTP_SERVERS}, not {config.http_server!r}"
+    if config.http_server == "granian":
+        if config.torrents_dir or config.files_dir or config.upload_limit:
+            return GRANIAN_SCOPE
+        if not granian_available():
+            return NEEDS_GRANIAN
+    return None
 
 
 def _family(host: str) -> int:
@@ -140,10 +152,9 @@ async def start_tracker(config: TrackerConfig, *, registry: SwarmRegistry | None
                         sockets: tuple[socket.socket, socket.socket] | None = None) -> RunningTracker:
     """Bind (unless given bound TCP and UDP `sockets`), start HTTP and UDP, and return a
     handle; BindError if the port is not free."""
-    if config.http_server not in HTTP_SERVERS:
-        raise ValueError(f"http_server must be one of {HTTP_SERVERS}, not {config.http_server!r}")
-    if config.http_server == "granian" and (config.torrents_dir or config.files_dir or config.upload_limit):
-        raise ValueError(GRANIAN_SCOPE)
+    problem = config_error(config)
+    if problem:
+        raise ValueError(problem)
     registry = registry or SwarmRegistry(interval=config.interval, max_torrents=config.max_torrents,
                                          max_peers_per_torrent=config.max_peers)
     tcp, udp = sockets or bind_sockets(config.host, config.port)

@@ -19,7 +19,7 @@ from common import tracker_proto as tp
 from common.tracker_proto import AnnounceRequest, PeerAddr
 from tests.conftest import require_tool
 from tests.integration.conftest import ROOT, start_process, wait_for_line
-from tests.integration.test_tracker import _run_cli, peer_id, udp_sees_http_peer
+from tests.integration.test_tracker import _cli_tracker, _run_cli, peer_id, udp_sees_http_peer
 from tracker.granian_http import HEADER_SECONDS, STOP_SECONDS, client_host
 from tracker.registry import SwarmRegistry
 from tracker.server import GRANIAN_SCOPE, TrackerConfig, start_tracker
@@ -297,11 +297,7 @@ def test_cli_says_in_one_line_that_granian_cannot_serve(tmp_path):
 async def test_cli_second_ctrl_c_ends_a_held_stop_at_once(tmp_path, processes):
     """A client that never finishes its request holds granian's stop for HEADER_SECONDS; a
     second Ctrl-C ends the process at once, in one line, without a traceback."""
-    log = tmp_path / "tracker.log"
-    proc = start_process(["-m", "tracker", "start", "--host", "127.0.0.1", "--port", "0",
-                          "--http-server", "granian"], log)
-    processes.append(proc)
-    port = int(wait_for_line(log, r"http://127\.0\.0\.1:(\d+)/announce", proc, 20).group(1))
+    proc, port, log = _cli_tracker(tmp_path, processes, "--http-server", "granian")
     with socket.create_connection(("127.0.0.1", port)) as holder:
         holder.sendall(b"GET /announce HTTP/1.1\r\nHo")
         await asyncio.sleep(0.3)
