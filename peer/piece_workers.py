@@ -25,10 +25,10 @@ Result = bool | Exception
 
 
 class PieceWorkers:
-    """`threads` threads running `work(index, data)`; each job's `on_done(result)` is then
+    """`threads` threads running `work(*job)`; each job's `on_done(result)` is then
     called on the event loop that made this object."""
 
-    def __init__(self, work: Callable[[int, bytearray], bool], threads: int = 2,
+    def __init__(self, work: Callable[..., bool], threads: int = 2,
                  name: str = "swarm-piece") -> None:
         self._work = work
         self._loop = asyncio.get_running_loop()
@@ -43,8 +43,8 @@ class PieceWorkers:
         for thread in self._threads:
             thread.start()
 
-    def submit(self, index: int, data: bytearray, on_done: Callable[[Result], None]) -> None:
-        self._jobs.put((index, data, on_done))
+    def submit(self, job: tuple, on_done: Callable[[Result], None]) -> None:
+        self._jobs.put((job, on_done))
 
     def stop(self, discard: bool = False) -> None:
         """The threads end once the jobs given so far are done (with `discard`, those not
@@ -64,16 +64,16 @@ class PieceWorkers:
             job = jobs.get()
             if job is None:
                 return
-            index, data, on_done = job
+            args, on_done = job
             try:
-                result: Result = work(index, data)
+                result: Result = work(*args)
             except Exception as exc:       # e.g. a StorageError: the torrent decides
                 result = exc
             with self._lock:
                 self._finished.append((on_done, result))
                 wake, self._wake_pending = not self._wake_pending, True
             # a waiting thread must not keep the buffer alive (an error's traceback holds it too)
-            del job, data, on_done, result
+            del job, args, on_done, result
             if wake:
                 try:
                     self._loop.call_soon_threadsafe(self._deliver)

@@ -4,8 +4,8 @@ API:
     storage = Storage(meta, root)      # files live at root/<FileEntry.path>
     await storage.open(create=True)    # make folders and (sparse, full-size) files
     await storage.verify(on_progress=None) -> set[int]   # pieces on disk whose SHA-1 matches
-    storage.store_if_valid(index, data, on_done)         # SHA-1 check, then write, on a worker
-                                                         # thread; on_done(True/False/error) after
+    storage.store_if_valid(index, data, on_done, keep_cached=True)   # SHA-1 check, then write,
+                                       # on a worker thread; on_done(True/False/error) after
     await storage.read_piece(index) -> bytes             # through a small cache; prefetch(index)
     storage.file_spans(index, begin=0, length=None) -> list[Span]   # piece range -> file ranges
     await storage.close()
@@ -31,7 +31,9 @@ Safety: before anything is created, every file path is resolved and must stay in
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import errno
+import functools
 import hashlib
 import os
 import resource
@@ -43,6 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
+from peer.direct_writes import DirectWrites
 from peer.piece_workers import PieceWorkers
 
 
@@ -133,6 +136,7 @@ class Storage:
         # download), while this lock lets it sleep.
         self._workers: PieceWorkers | None = None
         self._write_lock = threading.Lock()
+        self._direct = DirectWrites(self.paths)
 
     # -- layout ------------------------------------------------------------------
     def file_spans(self, index: int, begin: int = 0, length: int | None = None) -> list[Span]:
@@ -212,6 +216,11 @@ class Storage:
                         os.ftruncate(fd, entry.length)  # sparse: no blocks are allocated
                 except OSError as exc:
                     raise _error(exc, "sizing", path) from None
+                if create and size == 0 and entry.length:
+                    try:
+                        _preallocate(fd, entry.length)
+                    except OSError as exc:
+                        raise _error(exc, "reserving space for", path) from None
         except BaseException:
             for fd in fds:
                 if fd is not None:
@@ -234,6 +243,7 @@ class Storage:
             # the hash check on restart, and flushing 1 GiB would hold the exit for 0.4 s.
             with self._write_lock:
                 fds, self._fds = self._fds, []
+                self._direct.close()
             for fd in fds:
                 if fd is not None:
                     os.close(fd)
@@ -282,11 +292,13 @@ class Storage:
         return good
 
     def store_if_valid(self, index: int, data: bytearray,
-                       on_done: Callable[[bool | Exception], None]) -> None:
+                       on_done: Callable[[bool | Exception], None], *,
+                       keep_cached: bool = True) -> None:
         """Hash a freshly assembled piece and, if it matches, write it, on this torrent's
         worker threads; then, on the event loop, `on_done(True)` (written), `on_done(False)`
         (wrong hash or size) or `on_done(error)` (a StorageError), always later. No copy: the torrent hands
-        over a finished piece buffer and never touches it again."""
+        over a finished piece buffer and never touches it again. `keep_cached=False`: no
+        peer will ask for it soon, so it may bypass the page cache (peer/direct_writes.py)."""
         try:
             self._require_open()
         except StorageError as error:      # closed under a download: told like any other error
@@ -300,14 +312,19 @@ class Storage:
                 self._remember(index, data)
             on_done(result)
 
-        self._workers.submit(index, data, finished)
+        self._workers.submit((index, data, not keep_cached), finished)
 
-    def _check_and_write(self, index: int, data: bytearray) -> bool:
+    def _check_and_write(self, index: int, data: bytearray, direct: bool) -> bool:
         if (len(data) != self.meta.piece_size(index)
                 or hashlib.sha1(data).digest() != self.meta.piece_hashes[index]):
             return False
-        self._write_sync(index, data)
+        self._write_sync(index, data, direct)
         return True
+
+    @property
+    def direct_bytes(self) -> int:
+        """Piece bytes written past the page cache (O_DIRECT) so far."""
+        return self._direct.bytes_written
 
     def cached(self, index: int) -> bytes | None:
         """The piece if it is in the read cache (no I/O); a hit counts as a use."""
@@ -322,12 +339,18 @@ class Storage:
             self._start_read(index)
 
     # -- pieces ---------------------------------------------------------------------------
-    def _write_sync(self, index: int, data: bytes) -> None:
+    def _write_sync(self, index: int, data: bytes, direct: bool = False) -> None:
         view = memoryview(data)
+        spans = self.file_spans(index)
+        # outside the lock: direct writes run in parallel (peer/direct_writes.py)
+        written = [direct and self._write_direct(span, view) for span in spans]
         with self._write_lock:
             if not self._fds:
                 raise StorageError(f"storage for {self.meta.name} is closed")
-            for span in self.file_spans(index):
+            for span, done in zip(spans, written):
+                if done:
+                    self._found[span.file] = max(self._found[span.file], span.file_offset + span.length)
+                    continue
                 fd = self._fds[span.file]
                 path = self.paths[span.file]
                 if fd is None:
@@ -341,6 +364,13 @@ class Storage:
                 except OSError as exc:
                     raise _error(exc, "writing", path) from None
                 self._found[span.file] = max(self._found[span.file], span.file_offset + span.length)
+
+    def _write_direct(self, span: Span, view: memoryview) -> bool:
+        try:
+            return self._direct.write(span.file, view[span.piece_offset:span.piece_offset + span.length],
+                                      span.file_offset)
+        except OSError as exc:
+            raise _error(exc, "writing", self.paths[span.file]) from None
 
     async def read_piece(self, index: int) -> bytes:
         self._require_open()
@@ -480,6 +510,31 @@ class Storage:
     def _require_open(self) -> None:
         if not self._opened:
             raise StorageError(f"storage for {self.meta.name} is not open")
+
+
+def _preallocate(fd: int, length: int) -> None:
+    """Reserve a new file's blocks (Linux fallocate(2)): a full disk is then said at the
+    start, not halfway, and direct writes to reserved blocks run in parallel. Where it is
+    not supported the file stays sparse. (Not os.posix_fallocate: where the file system
+    lacks fallocate, glibc emulates it by writing to every block.)"""
+    fallocate = _libc_fallocate()
+    if fallocate is None:
+        return
+    if fallocate(fd, 0, 0, length) != 0:
+        err = ctypes.get_errno()
+        if err in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            raise OSError(err, os.strerror(err))
+
+
+@functools.cache
+def _libc_fallocate():
+    if not sys.platform.startswith("linux"):
+        return None
+    fallocate = getattr(ctypes.CDLL(None, use_errno=True), "fallocate", None)
+    if fallocate is not None:
+        fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+        fallocate.restype = ctypes.c_int
+    return fallocate
 
 
 def _allow_open_files(needed: int) -> None:

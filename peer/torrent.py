@@ -417,11 +417,18 @@ class Torrent:
                 self.hashing.add(index)
                 senders = self.senders.pop(index, {})
                 self.storage.store_if_valid(
-                    index, buf, lambda result: self._piece_stored(index, buf, senders, result))
+                    index, buf, lambda result: self._piece_stored(index, buf, senders, result),
+                    keep_cached=self._someone_lacks(index))
                 if len(self.hashing) >= self.unwritten_max and self.disk_ready.is_set():
                     self.disk_ready.clear()
                     for conn in self.connections:
                         self._hold(conn)
+
+    def _someone_lacks(self, index: int) -> bool:
+        """A connected peer lacks this piece, so it will likely ask us for it: then the piece
+        is worth keeping in the page cache (else it is written past it, storage.py)."""
+        holds = self.picker.peer_holds
+        return any(not holds(conn, index) for conn in self.connections)
 
     def _piece_stored(self, index: int, data: bytearray, senders: dict,
                       result: bool | Exception) -> None:

@@ -26,10 +26,10 @@ async def test_a_slow_disk_pauses_reading_and_bounds_the_pieces_waiting(clients,
     waiting: list[int] = []
     write = lt.storage._write_sync
 
-    def slow_write(index, piece):       # runs in a worker thread: a disk at ~1.5 MiB/s
+    def slow_write(index, piece, *how):     # runs in a worker thread: a disk at ~1.5 MiB/s
         waiting.append(len(lt.hashing))
         time.sleep(0.02)
-        write(index, piece)
+        write(index, piece, *how)
     lt.storage._write_sync = slow_write
     paused = []
 
@@ -62,10 +62,10 @@ async def test_a_slow_disk_also_holds_back_a_web_seed(clients, tmp_path, monkeyp
         torrents = []
         write = Storage._write_sync
 
-        def slow_write(self, index, piece):
+        def slow_write(self, index, piece, *how):
             waiting.append(len(torrents[0].hashing) if torrents else 0)
             time.sleep(0.02)
-            write(self, index, piece)
+            write(self, index, piece, *how)
         monkeypatch.setattr(Storage, "_write_sync", slow_write)
         leecher = await clients()
         lt = await leecher.add_torrent(meta, tmp_path / "leech", mode="central")

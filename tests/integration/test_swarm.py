@@ -6,6 +6,7 @@ import asyncio
 import shutil
 
 from tests.integration.conftest import make_file, sha1_of, torrent_for, tree_digest
+from tests.unit.test_direct_writes import direct_io_or_skip
 
 
 async def _swarm(clients, tracker: str, src, meta, n_leechers: int, tmp_path, timeout=90):
@@ -28,8 +29,21 @@ async def test_twenty_leechers_single_file(clients, tracker_process, tmp_path):
     for i, torrent in enumerate(leechers):
         assert torrent.error is None
         assert sha1_of(tmp_path / f"leech{i}" / "movie.bin") == want
+    # pieces others lacked stayed in the page cache, to be served from memory
+    assert sum(t.storage.direct_bytes for t in leechers) < 20 * len(src.read_bytes()) // 2
     # leechers traded with each other: the seed did not send every copy alone
     assert sum(t.uploaded for t in leechers) > 0
+
+
+async def test_a_lone_leecher_writes_past_the_page_cache(clients, tracker_process, tmp_path):
+    """Its only peer is the seed, which has every piece: nobody will ask the leecher for
+    them, so the aligned ones go straight to disk (the short last piece cannot)."""
+    direct_io_or_skip(tmp_path)
+    src = make_file(tmp_path / "seed" / "movie.bin", 2 * 1024 * 1024 + 5000, seed=8)
+    _, meta = torrent_for(src, [f"http://{tracker_process}/announce"], piece_length=65536)
+    [torrent] = await _swarm(clients, tracker_process, src, meta, 1, tmp_path)
+    assert torrent.storage.direct_bytes == 2 * 1024 * 1024
+    assert sha1_of(tmp_path / "leech0" / "movie.bin") == sha1_of(src)
 
 
 async def test_twenty_leechers_multi_file_over_udp(clients, tracker_process, tmp_path):

@@ -29,7 +29,7 @@ async def test_results_and_errors_come_back_on_the_loop_thread():
             all_done.set()
 
     for i in range(50):
-        workers.submit(i, bytearray(8), lambda result, i=i: on_done(i, result))
+        workers.submit((i, bytearray(8)), lambda result, i=i: on_done(i, result))
     await asyncio.wait_for(all_done.wait(), 5)
     workers.stop()
     assert loop_thread not in ran_on
@@ -49,7 +49,7 @@ async def test_stop_with_discard_drops_jobs_not_started():
     workers = PieceWorkers(work, threads=1)
     done: list[int] = []
     for i in range(5):
-        workers.submit(i, bytearray(1), lambda result, i=i: done.append(i))
+        workers.submit((i, bytearray(1)), lambda result, i=i: done.append(i))
     assert await asyncio.to_thread(started.wait, 5)
     workers.stop(discard=True)            # job 0 is under way; 1-4 are dropped
     gate.set()

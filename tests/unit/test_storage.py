@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from peer.storage import _EXACT_REFCOUNTS, MIN_CACHED, PieceMemory, Span, Storage, StorageError
+from tests.unit.test_direct_writes import direct_io_or_skip
 
 
 @dataclass(frozen=True)
@@ -219,10 +220,11 @@ async def test_verify_missing_and_short_files(tmp_path):
     await st.close()
 
 
-async def store_if_valid(st: Storage, index: int, data: bytes | bytearray) -> bool:
+async def store_if_valid(st: Storage, index: int, data: bytes | bytearray, *,
+                         keep_cached: bool = True) -> bool:
     """The storage's answer for one piece, from its callback on the event loop."""
     answer = asyncio.get_running_loop().create_future()
-    st.store_if_valid(index, bytearray(data), answer.set_result)
+    st.store_if_valid(index, bytearray(data), answer.set_result, keep_cached=keep_cached)
     result = await answer
     if isinstance(result, Exception):
         raise result
@@ -332,7 +334,11 @@ async def test_disk_full_and_read_only_are_clear_errors(tiny_tmpfs):
     data = os.urandom(2 * 1024 * 1024)
     meta = make_meta("big", [(("big.bin",), len(data))], 262144, data)
     st = Storage(meta, tiny_tmpfs)
-    await st.open()            # sparse: 2 MiB of file on a 1 MiB disk is fine until written
+    with pytest.raises(StorageError) as info:   # a new file's space is reserved at once
+        await st.open()
+    assert str(info.value) == f"disk full reserving space for {tiny_tmpfs / 'big' / 'big.bin'}"
+    st = Storage(meta, tiny_tmpfs)
+    await st.open()            # the file is there now (sparse, as a resumed download's)
     with pytest.raises(StorageError) as info:
         for i in range(meta.num_pieces):
             await store_if_valid(st, i, data[i * 262144:(i + 1) * 262144])
@@ -342,3 +348,45 @@ async def test_disk_full_and_read_only_are_clear_errors(tiny_tmpfs):
     st = Storage(meta, tiny_tmpfs)
     with pytest.raises(StorageError, match="^read-only file system opening .*big.bin$"):
         await st.open()
+
+
+async def test_pieces_nobody_will_ask_for_go_past_the_page_cache(tmp_path):
+    """keep_cached=False: aligned spans are written O_DIRECT, the rest (a file starting
+    mid-piece, the short last piece) buffered; the files are byte-identical either way."""
+    direct_io_or_skip(tmp_path)
+    pl = 65536
+    data = os.urandom(5 * pl + 777)
+    meta = make_meta("mix", [(("a.bin",), 2 * pl), (("b.bin",), pl + 100), (("c.bin",), 2 * pl + 677)],
+                     pl, data)
+    st = Storage(meta, tmp_path)
+    await st.open()
+    for i in range(meta.num_pieces):
+        assert await store_if_valid(st, i, data[i * pl:(i + 1) * pl], keep_cached=False)
+    # a.bin's two pieces are aligned; b.bin's first 64 KiB too (piece 2 starts it);
+    # everything after the 100 stray bytes is not
+    assert st.direct_bytes == 3 * pl
+    await st.close()
+    got = b"".join((tmp_path / "mix" / name).read_bytes() for name in ("a.bin", "b.bin", "c.bin"))
+    assert got == data
+    st = Storage(meta, tmp_path)
+    await st.open(create=False)
+    assert await st.verify() == set(range(meta.num_pieces))
+    await st.close()
+
+
+async def test_pieces_kept_cached_are_written_buffered(tmp_path):
+    st = Storage(META, tmp_path)
+    await st.open()
+    for i in range(META.num_pieces):
+        assert await store_if_valid(st, i, piece(i))
+    assert st.direct_bytes == 0
+    await st.close()
+
+
+async def test_new_files_get_their_space_reserved(tmp_path):
+    data = os.urandom(3 * 65536)
+    meta = make_meta("big", [(("big.bin",), len(data))], 65536, data)
+    st = Storage(meta, tmp_path)
+    await st.open()
+    assert os.stat(tmp_path / "big" / "big.bin").st_blocks * 512 >= len(data)
+    await st.close()

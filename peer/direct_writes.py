@@ -1,0 +1,114 @@
+"""Writing a checked piece past the page cache (O_DIRECT), when no peer will ask for it.
+
+A buffered write copies the piece into the page cache. On this project's VMs that copy
+was two thirds of a fast download's CPU (perf, 1 GiB over loopback: 2.5 s of 4.6 s, in
+`copy_folio_from_iter_atomic`), because the freshly downloaded file lands in memory the
+host had taken back and must hand over again, page by page. libtorrent pays the same.
+O_DIRECT gives the bytes to the disk instead: one copy into an aligned buffer of ours
+(0.1 s per GiB), and the disk's DMA does the rest.
+
+The page cache is worth its copy for a piece that other peers still lack: serving it
+then reads memory, not the disk (100 peers on one machine, every piece written direct:
+70 s instead of 44 s). So the torrent asks for a direct write only when every peer it
+is connected to has the piece already, as when one seed feeds one leecher.
+
+Storage preallocates a new file (fallocate), so the kernel lets direct writes to it run
+in parallel. O_DIRECT needs the file offset, the length and the buffer aligned to the
+device's block size. A span that is not aligned (the last piece, files that start mid-piece) is
+written buffered, as is everything on a file system that refuses O_DIRECT (EINVAL).
+"""
+
+from __future__ import annotations
+
+import errno
+import mmap
+import os
+import threading
+from pathlib import Path
+
+__all__ = ["DirectWrites", "ALIGN"]
+
+ALIGN = 4096                # covers 512- and 4096-byte devices
+CHUNK = 1024 * 1024         # the aligned buffer each writing thread keeps
+_O_DIRECT: int = getattr(os, "O_DIRECT", 0)
+
+
+class DirectWrites:
+    """O_DIRECT descriptors for a torrent's files, opened on first use. Threads write at
+    the same time (on a preallocated file the kernel lets them: parallel writes took a
+    1 GiB download from 2.52-2.83 s to 2.10-2.43 s here); `close` waits for them."""
+
+    def __init__(self, paths: list[Path]) -> None:
+        self._paths = paths
+        self._fds: dict[int, int | None] = {}     # file index -> fd, or None: cannot
+        self._buffers = threading.local()          # per thread: one page-aligned CHUNK
+        self._lock = threading.Condition()
+        self._writing = 0                          # writes under way (close waits for them)
+        self._closed = False
+        self._retired: list[int] = []
+        self.bytes_written = 0
+
+    def write(self, file: int, data: memoryview, offset: int) -> bool:
+        """Write `data` at `offset` of file number `file` past the page cache; False if it
+        cannot go that way (the caller writes it buffered). Raises OSError (ENOSPC, EIO...)."""
+        if not _O_DIRECT or offset % ALIGN or len(data) % ALIGN:
+            return False
+        with self._lock:
+            if self._closed:
+                return False
+            fd = self._fds.get(file, -1)
+            if fd == -1:
+                fd = self._fds[file] = self._open(file)
+            if fd is None:
+                return False
+            self._writing += 1
+        try:
+            done = self._write_all(fd, data, offset)
+        finally:
+            with self._lock:
+                self._writing -= 1
+                if done:
+                    self.bytes_written += len(data)
+                elif self._fds.get(file) == fd:     # refused: this file goes buffered
+                    self._fds[file] = None
+                    self._retired.append(fd)        # (another thread may be using it)
+                if not self._writing:
+                    self._lock.notify_all()
+        return done
+
+    def _write_all(self, fd: int, data: memoryview, offset: int) -> bool:
+        buffer = getattr(self._buffers, "chunk", None)
+        if buffer is None:
+            buffer = self._buffers.chunk = mmap.mmap(-1, CHUNK)    # anonymous: page-aligned
+        with memoryview(buffer) as chunk:
+            pos = 0
+            while pos < len(data):
+                n = min(CHUNK, len(data) - pos)
+                chunk[:n] = data[pos:pos + n]
+                try:
+                    written = os.pwrite(fd, chunk[:n], offset + pos)
+                except OSError as exc:
+                    if exc.errno != errno.EINVAL:
+                        raise
+                    return False
+                if written != n:        # a short write: the rest goes buffered
+                    return False
+                pos += n
+        return True
+
+    def _open(self, file: int) -> int | None:
+        try:
+            return os.open(self._paths[file], os.O_WRONLY | _O_DIRECT)
+        except OSError:     # no O_DIRECT here, or out of descriptors: buffered it is
+            return None
+
+    def close(self) -> None:
+        """After the writes under way; later writes return False."""
+        with self._lock:
+            self._closed = True
+            self._lock.wait_for(lambda: not self._writing)
+            fds = [fd for fd in self._fds.values() if fd is not None] + self._retired
+            self._fds.clear()
+            self._retired.clear()
+        for fd in fds:
+            os.close(fd)
