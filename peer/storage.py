@@ -136,7 +136,7 @@ class Storage:
         # download), while this lock lets it sleep.
         self._workers: PieceWorkers | None = None
         self._write_lock = threading.Lock()
-        self._direct = DirectWrites(self.paths)
+        self._direct = DirectWrites()
 
     # -- layout ------------------------------------------------------------------
     def file_spans(self, index: int, begin: int = 0, length: int | None = None) -> list[Span]:
@@ -167,6 +167,7 @@ class Storage:
         # One thread hop for all of it: a torrent of thousands of files would otherwise hold
         # the event loop (and every other torrent of a daemon) through its path checks.
         self._fds, self._found = await asyncio.to_thread(self._open_sync, create)
+        self._direct = DirectWrites()
         self._opened = True
 
     def _open_sync(self, create: bool) -> tuple[list[int | None], list[int]]:
@@ -190,9 +191,10 @@ class Storage:
                 raise StorageError(f"refusing {path}: it leads outside {self.root} (symlink?)")
 
     def _open_files(self, create: bool) -> tuple[list[int | None], list[int]]:
-        _allow_open_files(len(self.paths) + 64)
+        _allow_open_files(2 * len(self.paths) + 64)    # (and one O_DIRECT each, maybe)
         fds: list[int | None] = []
         found: list[int] = []
+        created: list[int] = []       # files this open made: emptied again if space runs out
         try:
             for path, entry in zip(self.paths, self.meta.files):
                 try:
@@ -217,9 +219,12 @@ class Storage:
                 except OSError as exc:
                     raise _error(exc, "sizing", path) from None
                 if create and size == 0 and entry.length:
+                    created.append(fd)
                     try:
                         _preallocate(fd, entry.length)
                     except OSError as exc:
+                        for made in created:    # give the space back: a retry says it again
+                            os.ftruncate(made, 0)
                         raise _error(exc, "reserving space for", path) from None
         except BaseException:
             for fd in fds:
@@ -366,8 +371,13 @@ class Storage:
                 self._found[span.file] = max(self._found[span.file], span.file_offset + span.length)
 
     def _write_direct(self, span: Span, view: memoryview) -> bool:
+        fds = self._fds
+        opened = fds[span.file] if fds else None
+        if opened is None:
+            return False     # (closed, or not opened: the buffered path says which)
         try:
-            return self._direct.write(span.file, view[span.piece_offset:span.piece_offset + span.length],
+            return self._direct.write(span.file, opened,
+                                      view[span.piece_offset:span.piece_offset + span.length],
                                       span.file_offset)
         except OSError as exc:
             raise _error(exc, "writing", self.paths[span.file]) from None
@@ -520,17 +530,21 @@ def _preallocate(fd: int, length: int) -> None:
     fallocate = _libc_fallocate()
     if fallocate is None:
         return
-    if fallocate(fd, 0, 0, length) != 0:
+    while fallocate(fd, 0, 0, length) != 0:
         err = ctypes.get_errno()
         if err in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
             raise OSError(err, os.strerror(err))
+        if err != errno.EINTR:
+            return          # not supported here (EOPNOTSUPP...): the file stays sparse
 
 
 @functools.cache
 def _libc_fallocate():
     if not sys.platform.startswith("linux"):
         return None
-    fallocate = getattr(ctypes.CDLL(None, use_errno=True), "fallocate", None)
+    libc = ctypes.CDLL(None, use_errno=True)
+    # fallocate64 takes 64-bit offsets on 32-bit systems too
+    fallocate = getattr(libc, "fallocate64", None) or getattr(libc, "fallocate", None)
     if fallocate is not None:
         fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
         fallocate.restype = ctypes.c_int

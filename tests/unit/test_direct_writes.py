@@ -2,37 +2,49 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import threading
 
 import pytest
 
+import peer.direct_writes
 from peer.direct_writes import ALIGN, DirectWrites
 
 
 def direct_io_or_skip(folder) -> None:
     """O_DIRECT is what is under test: a file system without it cannot show anything."""
-    probe = folder / "probe"
-    probe.write_bytes(b"")
-    try:
-        os.close(os.open(probe, os.O_WRONLY | getattr(os, "O_DIRECT", 0x10000000)))
-    except OSError as exc:
-        why = f"{folder} does not take O_DIRECT: {exc}"
+    why = "" if hasattr(os, "O_DIRECT") else "this system has no O_DIRECT"
+    if not why:
+        probe = folder / "probe"
+        probe.write_bytes(b"")
+        try:
+            os.close(os.open(probe, os.O_WRONLY | os.O_DIRECT))
+        except OSError as exc:
+            why = f"{folder} does not take O_DIRECT: {exc}"
+    if why:
         if os.environ.get("CI") == "true":
             pytest.fail(why)
         pytest.skip(why)
 
 
+def opened(path, size: int) -> int:
+    path.write_bytes(bytes(size))
+    return os.open(path, os.O_RDWR)
+
+
 def test_aligned_writes_go_direct_and_read_back(tmp_path):
     direct_io_or_skip(tmp_path)
     path = tmp_path / "f.bin"
-    path.write_bytes(bytes(4 * ALIGN * 300))
-    writes = DirectWrites([path])
+    fd = opened(path, 4 * ALIGN * 300)
+    writes = DirectWrites()
     data = os.urandom(3 * 1024 * 1024 // 2)        # 1.5 MiB: more than one aligned chunk
     data = data[: len(data) // ALIGN * ALIGN]
-    assert writes.write(0, memoryview(data), ALIGN)
+    assert writes.write(0, fd, memoryview(data), ALIGN)
     assert writes.bytes_written == len(data)
+    assert os.pread(fd, len(data), ALIGN) == data    # the buffered descriptor sees it at once
     writes.close()
+    os.close(fd)
     raw = path.read_bytes()
     assert raw[ALIGN:ALIGN + len(data)] == data and raw[:ALIGN] == bytes(ALIGN)
 
@@ -40,37 +52,66 @@ def test_aligned_writes_go_direct_and_read_back(tmp_path):
 def test_unaligned_spans_and_refusing_files_are_left_to_buffered_writes(tmp_path):
     direct_io_or_skip(tmp_path)
     path = tmp_path / "f.bin"
-    path.write_bytes(bytes(8 * ALIGN))
-    writes = DirectWrites([path, tmp_path])            # file 1 is a folder: cannot open
-    assert not writes.write(0, memoryview(bytes(ALIGN)), 100)         # offset
-    assert not writes.write(0, memoryview(bytes(ALIGN + 1)), 0)       # length
-    assert not writes.write(1, memoryview(bytes(ALIGN)), 0)
+    fd = opened(path, 8 * ALIGN)
+    folder = os.open(tmp_path, os.O_RDONLY)             # cannot be opened for writing
+    writes = DirectWrites()
+    assert not writes.write(0, fd, memoryview(bytes(ALIGN)), 100)         # offset
+    assert not writes.write(0, fd, memoryview(bytes(ALIGN + 1)), 0)       # length
+    assert not writes.write(1, folder, memoryview(bytes(ALIGN)), 0)
     assert writes.bytes_written == 0
     assert path.read_bytes() == bytes(8 * ALIGN)
     writes.close()
+    os.close(fd)
+    os.close(folder)
 
 
-def test_close_waits_for_writes_under_way_and_refuses_later_ones(tmp_path):
+def test_a_disk_error_is_raised_and_close_still_returns(tmp_path, monkeypatch):
+    direct_io_or_skip(tmp_path)
+    fd = opened(tmp_path / "f.bin", 8 * ALIGN)
+    writes = DirectWrites()
+
+    def full(*args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(peer.direct_writes.os, "pwrite", full)
+    with pytest.raises(OSError) as info:
+        writes.write(0, fd, memoryview(bytes(ALIGN)), 0)
+    assert info.value.errno == errno.ENOSPC
+    closing = threading.Thread(target=writes.close)
+    closing.start()
+    closing.join(5)
+    assert not closing.is_alive()
+    os.close(fd)
+
+
+def test_close_waits_for_a_write_under_way_and_refuses_later_ones(tmp_path, monkeypatch):
     direct_io_or_skip(tmp_path)
     path = tmp_path / "f.bin"
-    path.write_bytes(bytes(64 * ALIGN))
-    writes = DirectWrites([path])
-    block = memoryview(b"\x5a" * (16 * ALIGN))
-    done = []
+    fd = opened(path, 16 * ALIGN)
+    writes = DirectWrites()
+    in_write, release = threading.Event(), threading.Event()
+    pwrite = os.pwrite
+    descriptors_alive = []
 
-    def writer() -> None:
-        for i in range(4):
-            done.append(writes.write(0, block, i * len(block)))
-
-    threads = [threading.Thread(target=writer) for _ in range(2)]
-    for t in threads:
-        t.start()
-    writes.close()         # whatever was under way finished first: the descriptor stayed open
-    for t in threads:
-        t.join()
-    assert not writes.write(0, block, 0)
-    # every write either went through whole, or was refused after the close
-    assert writes.bytes_written == done.count(True) * len(block)
-    raw = path.read_bytes()
-    for i in range(4):     # no write was cut short by the close
-        assert raw[i * len(block):(i + 1) * len(block)] in (bytes(block), bytes(len(block)))
+    def held(fd_, data, offset):
+        in_write.set()
+        release.wait(5)
+        descriptors_alive.append(os.fstat(fd_) is not None)    # raises if closed under us
+        return pwrite(fd_, data, offset)
+    monkeypatch.setattr(peer.direct_writes.os, "pwrite", held)
+    block = memoryview(b"\x5a" * (4 * ALIGN))
+    result = []
+    writer = threading.Thread(target=lambda: result.append(writes.write(0, fd, block, 0)))
+    writer.start()
+    assert in_write.wait(5)
+    closing = threading.Thread(target=writes.close)
+    closing.start()
+    closing.join(0.3)
+    assert closing.is_alive()          # waiting for the write under way
+    release.set()
+    writer.join(5)
+    closing.join(5)
+    assert not closing.is_alive()
+    assert result == [True] and descriptors_alive == [True]
+    assert not writes.write(0, fd, block, 4 * ALIGN)      # after close: the buffered path
+    os.close(fd)
+    assert path.read_bytes()[:len(block)] == bytes(block)
