@@ -86,3 +86,25 @@ async def test_complete_data_just_seeds(clients, tracker_process, tmp_path):
     client = await clients()
     torrent = await client.add_torrent(meta, copy)
     assert torrent.complete.is_set() and torrent.downloaded == 0
+
+
+async def test_a_pipeline_keeps_its_starting_depth_until_a_rate_is_measured(clients, tmp_path):
+    """Sized from a rate of zero, a new peer's pipeline fell to 8 blocks for its first
+    quarter second (0.1 s of a 1 GiB transfer on loopback)."""
+    from peer.connection import PeerConnection
+
+    src = make_file(tmp_path / "seed" / "data.bin", 1024 * 1024, seed=9)
+    _, meta = torrent_for(src, [], piece_length=65536)
+    client = await clients()
+    torrent = await client.add_torrent(meta, tmp_path / "leech")
+    conn = PeerConnection(my_peer_id=b"-XX0000-" + bytes(12), find_torrent=lambda h: None,
+                          torrent=torrent)
+    torrent.connections.add(conn)
+    start = conn.max_inflight
+    torrent._adapt_pipelines()
+    assert conn.max_inflight == start
+    # 1 MB in its first 0.1 s: 10 MB/s, 0.2 s of which is 122 blocks, plus 4
+    conn.download.add(1_000_000, torrent.loop.time() - 0.1)
+    torrent._adapt_pipelines()
+    assert 100 < conn.max_inflight <= 126
+    torrent.connections.discard(conn)
