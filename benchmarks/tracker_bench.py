@@ -11,8 +11,8 @@ connect, then keeps --window announces in flight. Each run is bounded by --secon
 talks to 127.0.0.1 only. Printed per run: requests/s, failures, the CPU seconds the
 load generator and the tracker used; then swarm/opentracker ratios.
 
-swarm-tracker runs twice: on aiohttp (the default) and with `--http-server granian` when
-granian is installed (pip install -e '.[fast]').
+swarm-tracker runs twice: with `--http-server aiohttp` and with `--http-server granian` when
+granian is installed (pip install -e '.[fast]'; then granian is also its default).
 
 Each tracker runs in a process group of its own, but in this script's session: a session of
 its own would put it in a scheduler autogroup of its own, with its own share of the CPU
@@ -377,7 +377,8 @@ def bench(name: str, proc: subprocess.Popen, port: int, args, hashes: list[bytes
 
 def _swarm_variants(granian: bool) -> list[tuple[str, list[str]]]:
     """(name, options) of each swarm-tracker to run."""
-    return [("swarm-tracker", []), *([("swarm granian", ["--http-server", "granian"])] if granian else [])]
+    return [("swarm aiohttp", ["--http-server", "aiohttp"]),
+            *([("swarm granian", ["--http-server", "granian"])] if granian else [])]
 
 
 def main() -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 import click
 
 from common.rates import parse_rate
+from tracker.granian_http import available as granian_available
 from tracker.server import HTTP_SERVERS, BindError, TrackerConfig, bind_sockets, config_error, start_tracker
 
 
@@ -46,10 +47,12 @@ def main() -> None:
               help="Torrents tracked at most; more are refused.")
 @click.option("--max-peers", default=1000, show_default=True, type=int,
               help="Peers listed per torrent at most.")
-@click.option("--http-server", type=click.Choice(HTTP_SERVERS), default="aiohttp", show_default=True,
+@click.option("--http-server", type=click.Choice(("auto", *HTTP_SERVERS)), default="auto",
+              show_default=True,
               help="granian (pip install -e '.[fast]') answers 2.2-3.6x the HTTP announces of aiohttp "
                    "in one process, but serves the tracker protocol only: no --torrents, --files "
-                   "or --upload-limit.")
+                   "or --upload-limit. auto: granian when it is installed and none of those is "
+                   "given, else aiohttp.")
 def start(host: str, port: int, interval: int, torrents_dir: str | None, files_dir: str | None,
           upload_limit: str | None, max_torrents: int, max_peers: int, http_server: str) -> None:
     """Run the tracker until interrupted."""
@@ -68,6 +71,9 @@ def start(host: str, port: int, interval: int, torrents_dir: str | None, files_d
             limit = parse_rate(upload_limit) or None
         except ValueError as exc:
             _fail(f"--upload-limit: {exc}")
+    if http_server == "auto":
+        plain = not (torrents_dir or files_dir or limit)
+        http_server = "granian" if plain and granian_available() else "aiohttp"
     config = TrackerConfig(host=host, port=port, interval=interval,
                            torrents_dir=Path(torrents_dir) if torrents_dir else None,
                            files_dir=Path(files_dir) if files_dir else None,
@@ -119,8 +125,8 @@ async def _serve(config: TrackerConfig, sockets: tuple[socket.socket, socket.soc
         click.echo(f"swarm-tracker: error: {exc}", err=True)
         return 1
     where = tracker.base_url
-    print(f"swarm-tracker listening on http://{where}/announce and udp://{where}/announce",
-          flush=True)
+    print(f"swarm-tracker listening on http://{where}/announce and udp://{where}/announce"
+          f" (HTTP: {config.http_server})", flush=True)
     try:
         await asyncio.wait([stop, tracker.http_failed], return_when=asyncio.FIRST_COMPLETED)
     finally:

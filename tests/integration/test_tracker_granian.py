@@ -311,3 +311,23 @@ async def test_cli_second_ctrl_c_ends_a_held_stop_at_once(tmp_path, processes):
     output = log.read_text()
     assert "Traceback" not in output and "panicked" not in output
     assert output.rstrip().endswith("swarm-tracker interrupted while stopping")
+
+
+@pytest.mark.parametrize("extra, server", [([], "granian"), (["--files", "FILES"], "aiohttp")])
+async def test_cli_picks_granian_when_installed_unless_aiohttp_is_needed(tmp_path, processes, extra,
+                                                                           server):
+    (tmp_path / "files").mkdir()
+    extra = [str(tmp_path / "files") if arg == "FILES" else arg for arg in extra]
+    log = tmp_path / "tracker.log"
+    proc = start_process(["-m", "tracker", "start", "--host", "127.0.0.1", "--port", "0", *extra], log)
+    processes.append(proc)
+    line = wait_for_line(log, r"listening on http://127\.0\.0\.1:(\d+)/announce .*\(HTTP: (\w+)\)", proc, 20)
+    assert line.group(2) == server
+    async with aiohttp.ClientSession() as http:
+        req = AnnounceRequest(IH, peer_id(1), 20001)
+        url = tp.build_announce_url(f"http://127.0.0.1:{line.group(1)}/announce", req)
+        async with http.get(URL(url, encoded=True)) as resp:
+            assert resp.status == 200
+            assert tp.decode_announce_response(await resp.read()).peers == []
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=10) == 0
