@@ -89,6 +89,10 @@ class RateMeter:
             buckets.append([slot, n])
             self._expire(slot)
 
+    def age(self, now: float) -> float:
+        """Seconds since the first add (0 before it)."""
+        return 0.0 if self._start is None else now - self._start
+
     def early_rate(self, now: float) -> float:
         """Bytes per second since the first add, during the first two resolutions (0 after).
 

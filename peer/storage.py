@@ -494,6 +494,10 @@ class Storage:
         self.memory.used -= sum(len(b) for b in self._spare[count:])
         del self._spare[count:]
 
+    def stop_writing(self) -> None:
+        """The download failed: pieces not yet started are dropped, and the threads end."""
+        self._stop_workers(discard=True)
+
     def _stop_workers(self, discard: bool = False) -> None:
         """The hashing threads end once the pieces already given to them are written (or,
         when closing, once the piece under way is)."""

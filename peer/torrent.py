@@ -193,6 +193,7 @@ class Torrent:
         if self.error is None:
             self.error = reason
             self.failed.set()
+            self.storage.stop_writing()     # its piece threads end
             for conn in list(self.connections):
                 conn.close("torrent failed")
 
@@ -635,9 +636,11 @@ class Torrent:
         half a megabyte a second, since the rate it is sized by is what it allows."""
         now = self.loop.time()
         for conn in self.connections:
+            if conn.download.age(now) < 0.05 and not conn.snubbed:
+                # no block yet, or too few to measure: keep the starting depth (sized from
+                # a rate of zero, 8 blocks cost 0.1 s of a 1 GiB transfer)
+                continue
             rate = max(conn.download.rate(now), conn.download.early_rate(now))
-            if not rate:    # nothing measured yet (no block, or the first 50 ms): keep the
-                continue    # starting depth; 8 blocks cost 0.1 s of a 1 GiB transfer
             seconds = 0.2 if conn.min_rtt == float("inf") else max(0.2, 2 * conn.min_rtt)
             conn.max_inflight = max(8, min(500, int(rate * seconds / wire.BLOCK_SIZE) + 4))
 

@@ -61,9 +61,10 @@ def procs(request):
 
 @pytest.fixture
 def tracker(procs) -> Tracker:
-    """A `swarm-tracker` on 127.0.0.1 at a free port (HTTP and UDP)."""
+    """A `swarm-tracker` on 127.0.0.1 at a free port (HTTP and UDP), on aiohttp: what serves
+    --torrents and --files (test_interop_tracker runs the real clients against granian)."""
     require_tool("tracker.cli")
-    return start_tracker(procs)
+    return start_tracker(procs, "--http-server", "aiohttp")
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)

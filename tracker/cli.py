@@ -17,7 +17,7 @@ from pathlib import Path
 import click
 
 from common.rates import parse_rate
-from tracker.granian_http import available as granian_available
+from tracker.granian_http import usable as granian_usable
 from tracker.server import HTTP_SERVERS, BindError, TrackerConfig, bind_sockets, config_error, start_tracker
 
 
@@ -73,7 +73,7 @@ def start(host: str, port: int, interval: int, torrents_dir: str | None, files_d
             _fail(f"--upload-limit: {exc}")
     if http_server == "auto":
         plain = not (torrents_dir or files_dir or limit)
-        http_server = "granian" if plain and granian_available() else "aiohttp"
+        http_server = "granian" if plain and granian_usable() else "aiohttp"
     config = TrackerConfig(host=host, port=port, interval=interval,
                            torrents_dir=Path(torrents_dir) if torrents_dir else None,
                            files_dir=Path(files_dir) if files_dir else None,

@@ -53,6 +53,19 @@ def available() -> bool:
         return False
 
 
+def usable() -> bool:
+    """granian 2.8 is installed and its modules used here import (a broken install is not
+    picked by the CLI's `auto`)."""
+    if not available():
+        return False
+    try:
+        import granian.server.embed  # noqa: F401
+        import granian.net  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
 def client_host(client: str) -> str:
     """granian's "host:port" or "[v6 host]:port" -> the host, as aiohttp's request.remote."""
     host = client.rpartition(":")[0]

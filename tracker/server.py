@@ -1,7 +1,8 @@
 """Run the tracker: one registry behind HTTP (TCP) and UDP listening on the same port number.
 
 Used by the CLI and by tests that want a real tracker inside their own event loop. HTTP is
-served by aiohttp, or with `--http-server granian` by granian (see granian_http).
+served by aiohttp, or by granian (`http_server="granian"`, see granian_http; the CLI's
+default `auto` takes it when it is installed and the options allow).
 """
 
 from __future__ import annotations

@@ -107,4 +107,15 @@ async def test_a_pipeline_keeps_its_starting_depth_until_a_rate_is_measured(clie
     conn.download.add(1_000_000, torrent.loop.time() - 0.1)
     torrent._adapt_pipelines()
     assert 100 < conn.max_inflight <= 126
-    torrent.connections.discard(conn)
+    # measured once, silent for longer than the rate's window: back to the floor
+    quiet = PeerConnection(my_peer_id=b"-XX0000-" + bytes(12), find_torrent=lambda h: None,
+                           torrent=torrent)
+    quiet.download.add(1_000_000, torrent.loop.time() - 30)
+    # never sent a block and sat on our requests (snubbed): the floor too
+    staller = PeerConnection(my_peer_id=b"-XX0000-" + bytes(12), find_torrent=lambda h: None,
+                             torrent=torrent)
+    staller.snubbed = True
+    torrent.connections.update((quiet, staller))
+    torrent._adapt_pipelines()
+    assert quiet.max_inflight == 8 and staller.max_inflight == 8
+    torrent.connections.difference_update((conn, quiet, staller))
