@@ -495,8 +495,9 @@ class Storage:
         del self._spare[count:]
 
     def stop_writing(self) -> None:
-        """The download failed: pieces not yet started are dropped, and the threads end."""
-        self._stop_workers(discard=True)
+        """The download failed: the threads end once the pieces given so far are written
+        (each still gets its answer, and good ones are not lost)."""
+        self._stop_workers()
 
     def _stop_workers(self, discard: bool = False) -> None:
         """The hashing threads end once the pieces already given to them are written (or,

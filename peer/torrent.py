@@ -193,7 +193,7 @@ class Torrent:
         if self.error is None:
             self.error = reason
             self.failed.set()
-            self.storage.stop_writing()     # its piece threads end
+            self.storage.stop_writing()     # its piece threads end after the pieces queued
             for conn in list(self.connections):
                 conn.close("torrent failed")
 
@@ -401,6 +401,8 @@ class Torrent:
         """A block arrived from a peer (or a web seed): copy it into its piece. The caller
         counts it (`count_download`), once per read or fetch rather than per block."""
         n = len(data)
+        if self.error is not None:      # failed (disk): a web seed's fetch still under way
+            return
         if not (self.have[index] or index in self.hashing):  # else a late endgame duplicate
             buf = self.assembling.get(index)
             if buf is None:
@@ -636,9 +638,11 @@ class Torrent:
         half a megabyte a second, since the rate it is sized by is what it allows."""
         now = self.loop.time()
         for conn in self.connections:
-            if conn.download.age(now) < 0.05 and not conn.snubbed:
-                # no block yet, or too few to measure: keep the starting depth (sized from
-                # a rate of zero, 8 blocks cost 0.1 s of a 1 GiB transfer)
+            age = conn.download.age(now)
+            if 0 < age < 0.05 or (not conn.download.total and now - conn.last_progress_at < 1.0):
+                # too few blocks to measure, or none yet but asked for less than a second
+                # ago: keep the starting depth (sized from a rate of zero, 8 blocks cost
+                # 0.1 s of a 1 GiB transfer); a peer silent for longer gets the floor
                 continue
             rate = max(conn.download.rate(now), conn.download.early_rate(now))
             seconds = 0.2 if conn.min_rtt == float("inf") else max(0.2, 2 * conn.min_rtt)

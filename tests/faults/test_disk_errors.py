@@ -115,3 +115,55 @@ async def test_output_folder_that_is_a_file_is_one_error_line(tmp_path, swarm):
     lines = error_lines(err)
     assert len(lines) == 1 and lines[0].startswith("swarm-peer: error: "), err[-2000:]
     assert "Traceback" not in err and "complete:" not in out
+
+
+async def test_a_failed_torrent_answers_its_queued_pieces_and_takes_no_more(tmp_path):
+    """fail() (a disk error) while pieces wait for the piece threads: each still gets its
+    answer (so `hashing` empties and reading is not held forever), and a block arriving
+    after it (a web seed's fetch under way) starts nothing new."""
+    import os
+    import threading
+
+    from common.metainfo import create_metainfo, parse_metainfo
+    from peer.storage import Storage
+    from peer.torrent import Torrent
+
+    pl = 16384
+    src = tmp_path / "seed" / "d.bin"
+    src.parent.mkdir()
+    payload = os.urandom(pl * 12)
+    src.write_bytes(payload)
+    meta = parse_metainfo(create_metainfo(src, [], piece_length=pl))
+    storage = Storage(meta, tmp_path / "leech")
+    await storage.open()
+    torrent = Torrent(meta, storage, peer_id=b"-XX0000-" + bytes(12), listen_port=1,
+                      use_peers=False)
+    torrent.unwritten_max = 4
+    gate = threading.Event()
+    check_and_write = storage._check_and_write
+
+    def held(*job):
+        gate.wait(5)
+        return check_and_write(*job)
+    storage._check_and_write = held
+    source = object()
+    torrent.picker.add_peer(source, range(meta.num_pieces))
+    blocks = torrent.picker.pick(source, 10_000)
+
+    def deliver(index):
+        for i, begin, n in (b for b in blocks if b[0] == index):
+            torrent.on_block(source, i, begin, payload[i * pl + begin:i * pl + begin + n])
+    for i in range(8):
+        deliver(i)
+    assert len(torrent.hashing) == 8 and not torrent.disk_ready.is_set()
+    torrent.fail("disk full")
+    gate.set()
+    await asyncio.wait_for(torrent.disk_ready.wait(), 5)
+    for _ in range(250):                    # the rest of the answers, within 5 s
+        if not torrent.hashing:
+            break
+        await asyncio.sleep(0.02)
+    assert not torrent.hashing and storage._workers is None
+    deliver(9)
+    assert not torrent.hashing and storage._workers is None
+    await storage.close()

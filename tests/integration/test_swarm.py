@@ -111,10 +111,10 @@ async def test_a_pipeline_keeps_its_starting_depth_until_a_rate_is_measured(clie
     quiet = PeerConnection(my_peer_id=b"-XX0000-" + bytes(12), find_torrent=lambda h: None,
                            torrent=torrent)
     quiet.download.add(1_000_000, torrent.loop.time() - 30)
-    # never sent a block and sat on our requests (snubbed): the floor too
+    # asked 2 s ago, never sent a block: the floor too
     staller = PeerConnection(my_peer_id=b"-XX0000-" + bytes(12), find_torrent=lambda h: None,
                              torrent=torrent)
-    staller.snubbed = True
+    staller.last_progress_at = torrent.loop.time() - 2
     torrent.connections.update((quiet, staller))
     torrent._adapt_pipelines()
     assert quiet.max_inflight == 8 and staller.max_inflight == 8
