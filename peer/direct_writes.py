@@ -100,7 +100,6 @@ class DirectWrites:
                 pos += n
         return True
 
-
     def close(self) -> None:
         """After the writes under way; later writes return False."""
         with self._lock:

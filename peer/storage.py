@@ -359,22 +359,23 @@ class Storage:
             if not self._fds:
                 raise StorageError(f"storage for {self.meta.name} is closed")
             for span, done in zip(spans, written):
-                if done:
-                    self._found[span.file] = max(self._found[span.file], span.file_offset + span.length)
-                    continue
-                fd = self._fds[span.file]
-                path = self.paths[span.file]
-                if fd is None:
-                    raise StorageError(f"cannot write {path}: it was not opened")
-                part = view[span.piece_offset:span.piece_offset + span.length]
-                offset = span.file_offset
-                try:
-                    while part:
-                        n = os.pwrite(fd, part, offset)
-                        part, offset = part[n:], offset + n
-                except OSError as exc:
-                    raise _error(exc, "writing", path) from None
+                if not done:
+                    self._write_buffered(span, view)
                 self._found[span.file] = max(self._found[span.file], span.file_offset + span.length)
+
+    def _write_buffered(self, span: Span, view: memoryview) -> None:
+        fd = self._fds[span.file]
+        path = self.paths[span.file]
+        if fd is None:
+            raise StorageError(f"cannot write {path}: it was not opened")
+        part = view[span.piece_offset:span.piece_offset + span.length]
+        offset = span.file_offset
+        try:
+            while part:
+                n = os.pwrite(fd, part, offset)
+                part, offset = part[n:], offset + n
+        except OSError as exc:
+            raise _error(exc, "writing", path) from None
 
     def _write_direct(self, span: Span, view: memoryview) -> bool:
         fds = self._fds
@@ -484,8 +485,9 @@ class Storage:
         return bytearray(size)
 
     def download_done(self) -> None:
-        """Keep only as many spare buffers as seeding needs (the cache's size), and let the
-        hashing threads go once their last pieces are written."""
+        """The download is over (complete, or failed): keep only as many spare buffers as
+        seeding needs (the cache's size), and let the hashing threads go once the pieces
+        given to them are written (each still gets its answer)."""
         self._spare_max = self._cache_pieces
         self._keep_spares(self._spare_max)
         self._stop_workers()
@@ -493,11 +495,6 @@ class Storage:
     def _keep_spares(self, count: int) -> None:
         self.memory.used -= sum(len(b) for b in self._spare[count:])
         del self._spare[count:]
-
-    def stop_writing(self) -> None:
-        """The download failed: the threads end once the pieces given so far are written
-        (each still gets its answer, and good ones are not lost)."""
-        self._stop_workers()
 
     def _stop_workers(self, discard: bool = False) -> None:
         """The hashing threads end once the pieces already given to them are written (or,

@@ -193,7 +193,7 @@ class Torrent:
         if self.error is None:
             self.error = reason
             self.failed.set()
-            self.storage.stop_writing()     # its piece threads end after the pieces queued
+            self.storage.download_done()    # its piece threads end after the pieces queued
             for conn in list(self.connections):
                 conn.close("torrent failed")
 

@@ -17,8 +17,9 @@ from pathlib import Path
 import click
 
 from common.rates import parse_rate
-from tracker.granian_http import usable as granian_usable
-from tracker.server import HTTP_SERVERS, BindError, TrackerConfig, bind_sockets, config_error, start_tracker
+from tracker.server import (
+    HTTP_SERVERS, BindError, TrackerConfig, bind_sockets, choose_http_server, config_error, start_tracker,
+)
 
 
 def _fail(message: str) -> None:
@@ -71,14 +72,11 @@ def start(host: str, port: int, interval: int, torrents_dir: str | None, files_d
             limit = parse_rate(upload_limit) or None
         except ValueError as exc:
             _fail(f"--upload-limit: {exc}")
-    if http_server == "auto":
-        plain = not (torrents_dir or files_dir or limit)
-        http_server = "granian" if plain and granian_usable() else "aiohttp"
-    config = TrackerConfig(host=host, port=port, interval=interval,
-                           torrents_dir=Path(torrents_dir) if torrents_dir else None,
-                           files_dir=Path(files_dir) if files_dir else None,
-                           upload_limit=limit, max_torrents=max_torrents, max_peers=max_peers,
-                           http_server=http_server)
+    config = choose_http_server(TrackerConfig(
+        host=host, port=port, interval=interval,
+        torrents_dir=Path(torrents_dir) if torrents_dir else None,
+        files_dir=Path(files_dir) if files_dir else None,
+        upload_limit=limit, max_torrents=max_torrents, max_peers=max_peers), http_server)
     problem = config_error(config)
     if problem:
         _fail(problem)

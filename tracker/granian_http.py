@@ -46,22 +46,14 @@ _TEXT = [("content-type", "text/plain; charset=utf-8")]
 
 
 def available() -> bool:
-    """granian 2.8 is installed (the hooks used here are that version's)."""
+    """granian 2.8 is installed (the hooks used here are that version's) and the modules
+    used here import (a broken install is said in one line, and not picked by `auto`)."""
     try:
-        return importlib.metadata.version("granian").split(".")[:2] == ["2", "8"]
-    except importlib.metadata.PackageNotFoundError:
-        return False
-
-
-def usable() -> bool:
-    """granian 2.8 is installed and its modules used here import (a broken install is not
-    picked by the CLI's `auto`)."""
-    if not available():
-        return False
-    try:
+        if importlib.metadata.version("granian").split(".")[:2] != ["2", "8"]:
+            return False
         import granian.server.embed  # noqa: F401
         import granian.net  # noqa: F401
-    except Exception:
+    except Exception:       # not installed (PackageNotFoundError), or broken
         return False
     return True
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import socket
 import time
 from collections.abc import Callable
@@ -30,7 +31,8 @@ HTTP_SERVERS = ("aiohttp", "granian")
 GRANIAN_SCOPE = ("--http-server granian serves the tracker protocol only: "
                  "--torrents, --files and --upload-limit need aiohttp")
 
-__all__ = ["TrackerConfig", "RunningTracker", "bind_sockets", "config_error", "start_tracker"]
+__all__ = ["TrackerConfig", "RunningTracker", "bind_sockets", "choose_http_server", "config_error",
+           "start_tracker"]
 
 
 class BindError(OSError):
@@ -50,12 +52,24 @@ class TrackerConfig:
     http_server: str = "aiohttp"        # or "granian": the tracker protocol only (granian_http)
 
 
+def _needs_aiohttp(config: TrackerConfig) -> bool:
+    return bool(config.torrents_dir or config.files_dir or config.upload_limit)
+
+
+def choose_http_server(config: TrackerConfig, choice: str) -> TrackerConfig:
+    """The config with `choice` as its HTTP server; "auto": granian when it is installed
+    and none of the options that need aiohttp is given, else aiohttp."""
+    if choice == "auto":
+        choice = "aiohttp" if _needs_aiohttp(config) or not granian_available() else "granian"
+    return dataclasses.replace(config, http_server=choice)
+
+
 def config_error(config: TrackerConfig) -> str | None:
     """What is wrong with the choice of HTTP server, if anything (one line for the user)."""
     if config.http_server not in HTTP_SERVERS:
         return f"http_server must be one of {HTTP_SERVERS}, not {config.http_server!r}"
     if config.http_server == "granian":
-        if config.torrents_dir or config.files_dir or config.upload_limit:
+        if _needs_aiohttp(config):
             return GRANIAN_SCOPE
         if not granian_available():
             return NEEDS_GRANIAN
