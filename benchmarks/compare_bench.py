@@ -31,6 +31,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 from common.metainfo import create_metainfo  # noqa: E402
 from common.rates import parse_rate, parse_size  # noqa: E402
 from peer.compare import PIECE_LENGTH, Capacities, RunResult, p2p_bound, run_once  # noqa: E402
+from interop_clients import precompile  # noqa: E402
 
 
 
@@ -95,6 +96,7 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=900)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
+    precompile()    # the peers it starts read compiled modules, as a normal install's do
 
     rate = parse_rate(args.rate)
     caps = Capacities(peer_up=rate, server_up=rate, d_min=None)

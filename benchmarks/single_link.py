@@ -34,7 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from common.rates import parse_size  # noqa: E402
 from interop_clients import (  # noqa: E402
-    ProcessError, ProcessSet, have_tool, sha1_file, start_leecher, start_seeder, start_tracker, swarm_create,
+    ProcessError, ProcessSet, have_tool, precompile, sha1_file, start_leecher, start_seeder, start_tracker,
+    swarm_create,
 )
 
 # Before each leecher starts, the machine settles this long, the same for every client. On
@@ -156,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         if not have_tool(tool):
             parser.error(f"{tool} is not installed")
 
+    precompile()    # a swarm start counts without the compiling (see precompile)
     workdir = Path(tempfile.mkdtemp(prefix="swarm-bench-", dir=args.workdir))
     results: list[Result] = []
     try:

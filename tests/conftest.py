@@ -35,6 +35,12 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="session", autouse=True)
+def swarm_bytecode():
+    """Every swarm process the tests start reads compiled modules (interop_clients.precompile)."""
+    interop_clients.precompile()
+
+
+@pytest.fixture(scope="session", autouse=True)
 def no_local_discovery():
     """Local Service Discovery (BEP 14) multicasts to the LAN: off in every test, for the
     test process and every child it starts."""

@@ -9,6 +9,7 @@ without a deadline.
 
 from __future__ import annotations
 
+import compileall
 import hashlib
 import os
 import random
@@ -36,6 +37,17 @@ class ProcessError(AssertionError):
 
 
 # --- small helpers --------------------------------------------------------------------
+
+def precompile() -> None:
+    """Write the bytecode of swarm's own packages, as a normal install has it.
+
+    Where PYTHONDONTWRITEBYTECODE is set (as on this project's machines), an editable
+    install has none: every `python -m peer` compiled about 25 modules, 70 ms of its start
+    (0.35 s against 0.27 s for `--help`), which a benchmark would count as swarm's and a
+    100-peer run pays 100 times. Python still reads bytecode under that variable."""
+    for package in ("common", "peer", "tracker"):
+        compileall.compile_dir(REPO / package, quiet=1, workers=1)
+
 
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
     """A port free for TCP and UDP right now on 127.0.0.1 (clients that cannot take 0)."""
