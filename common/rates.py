@@ -62,9 +62,13 @@ class RateMeter:
 
     The window covers the current, partly elapsed bucket plus the whole ones before it, and
     the divisor is exactly the time those buckets span, so a steady flow reads exactly.
+    A flow that comes back after a whole window of silence starts afresh (`age`,
+    `early_rate`, and the divisor count from its return): divided by the whole window it
+    read a tenth of its speed for its first second, and a peer's request pipeline, sized by
+    it, took the window's length to grow back after a long choke.
     """
 
-    __slots__ = ("_window", "_resolution", "_slots", "_buckets", "_start", "total")
+    __slots__ = ("_window", "_resolution", "_slots", "_buckets", "_start", "_since_start", "total")
 
     def __init__(self, window: float = 10.0, resolution: float = 1.0) -> None:
         if resolution <= 0 or window < resolution:
@@ -73,34 +77,38 @@ class RateMeter:
         self._resolution = resolution
         self._slots = max(1, round(window / resolution))
         self._buckets: deque[list[int]] = deque()      # [bucket number, bytes], oldest first
-        self._start: float | None = None
+        self._start: float | None = None                # when the flow (re)started
+        self._since_start = 0                           # bytes added since then
         self.total = 0                                  # bytes ever added
 
     def add(self, n: int, now: float) -> None:
         """Count `n` bytes transferred at time `now`."""
-        if self._start is None:
-            self._start = now
         self.total += n
         slot = math.floor(now / self._resolution)
         buckets = self._buckets
         if buckets and buckets[-1][0] >= slot:         # same bucket (or a clock hiccup)
             buckets[-1][1] += n
         else:                                          # a new bucket: the oldest may go
+            if not buckets or buckets[-1][0] <= slot - self._slots:
+                self._start = now           # the first add, or the first after a window of silence
+                self._since_start = 0
             buckets.append([slot, n])
             self._expire(slot)
+        self._since_start += n
 
     def age(self, now: float) -> float:
-        """Seconds since the first add (0 before it)."""
+        """Seconds since the flow started, or came back after a window of silence (0 before
+        any add)."""
         return 0.0 if self._start is None else now - self._start
 
     def early_rate(self, now: float) -> float:
-        """Bytes per second since the first add, during the first two resolutions (0 after).
+        """Bytes per second since the flow (re)started, during its first two resolutions (0 after).
 
         In its first second `rate` divides by a whole second (so one early add makes no
         spike) and reads low; a caller that must react quickly takes the larger of the two."""
         if self._start is None or not 0.05 <= now - self._start <= 2 * self._resolution:
             return 0.0
-        return self.total / (now - self._start)
+        return self._since_start / (now - self._start)
 
     def rate(self, now: float) -> float:
         """Average bytes per second over the window ending at `now`."""

@@ -159,6 +159,28 @@ def test_early_rate_reads_true_in_the_first_second_then_steps_aside():
     assert meter.early_rate(now=12.5) == 0.0          # past two resolutions: `rate` is right
 
 
+def test_a_flow_back_after_a_window_of_silence_is_measured_from_its_return():
+    meter = RateMeter(window=10)
+    _steady(meter, 100, 0.0, 10.0)                   # 1000 B/s for 10 s
+    _steady(meter, 400, 30.0, 30.5)                  # silent 20 s, then 4000 B/s
+    assert meter.age(now=30.5) == pytest.approx(0.5)
+    assert meter.early_rate(now=30.5) == pytest.approx(4000)
+    assert meter.rate(now=30.5) == pytest.approx(2000)   # the 1 s floor, not 2000 / 9.5 s
+    _steady(meter, 400, 30.5, 33.0)
+    assert meter.rate(now=33.0) == pytest.approx(4000)   # not 12,000 / 10 s
+    assert meter.early_rate(now=33.0) == 0.0
+    assert meter.total == 10_000 + 12_000
+
+
+def test_a_pause_shorter_than_the_window_still_counts_the_time_before_it():
+    meter = RateMeter(window=10)
+    _steady(meter, 100, 0.0, 10.0)
+    _steady(meter, 100, 15.0, 16.0)                  # a 5 s pause
+    assert meter.age(now=16.0) == pytest.approx(16.0)
+    # the window is buckets 7..16 (16 just begun): 7, 8, 9 and 15 hold 1000 bytes each
+    assert meter.rate(now=16.0) == pytest.approx((3 * 1000 + 1000) / 9)
+
+
 def test_meter_fine_resolution():
     meter = RateMeter(window=2, resolution=0.25)
     _steady(meter, 5, 0.0, 10.0, ticks=20)           # 100 B/s
