@@ -443,9 +443,9 @@ class PeerConnection(asyncio.BufferedProtocol):
                 if index != last_index:  # a new piece: make sure the next ones are on their way
                     last_index = index
                     torrent.prefetch(queued)
-                piece = torrent.cached_piece(index)
-                if piece is None:
-                    piece = await torrent.read_piece(index)
+                view = torrent.cached_piece(index)
+                if view is None:
+                    view = await torrent.read_piece(index)
                 if self.closed:
                     return
                 if self.am_choking:
@@ -454,7 +454,6 @@ class PeerConnection(asyncio.BufferedProtocol):
                     if self.fast:
                         self.send_many([RejectRequest(index, b, n) for b, n in batch])
                     continue
-                view = memoryview(piece)
                 parts = []
                 for begin, length in batch:
                     parts.append(wire.piece_header(index, begin, length))

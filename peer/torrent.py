@@ -568,10 +568,10 @@ class Torrent:
     def reserve_upload(self, n: int) -> float:
         return self.limits.upload.reserve(n, self.loop.time())
 
-    async def read_piece(self, index: int) -> bytes:
+    async def read_piece(self, index: int) -> memoryview:
         return await self.storage.read_piece(index)
 
-    def cached_piece(self, index: int) -> bytes | None:
+    def cached_piece(self, index: int) -> memoryview | None:
         return self.storage.cached(index)
 
     def prefetch(self, queue) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+import peer.direct_writes
 from peer.storage import _EXACT_REFCOUNTS, MIN_CACHED, PieceMemory, Span, Storage, StorageError
 from tests.unit.test_direct_writes import direct_io_or_skip
 
@@ -221,11 +222,12 @@ async def test_verify_missing_and_short_files(tmp_path):
     await st.close()
 
 
-async def store_if_valid(st: Storage, index: int, data: bytes | bytearray, *,
-                         keep_cached: bool = True) -> bool:
-    """The storage's answer for one piece, from its callback on the event loop."""
+async def store_if_valid(st: Storage, index: int, data, *, keep_cached: bool = True) -> bool:
+    """The storage's answer for one piece (bytes are handed over in a bytearray, as the
+    torrent hands over its own buffer), from its callback on the event loop."""
     answer = asyncio.get_running_loop().create_future()
-    st.store_if_valid(index, bytearray(data), answer.set_result, keep_cached=keep_cached)
+    st.store_if_valid(index, bytearray(data) if isinstance(data, bytes) else data, answer.set_result,
+                      keep_cached=keep_cached)
     result = await answer
     if isinstance(result, Exception):
         raise result
@@ -378,6 +380,32 @@ async def test_pieces_nobody_will_ask_for_go_past_the_page_cache(tmp_path):
     await st.open(create=False)
     assert await st.verify() == set(range(meta.num_pieces))
     await st.close()
+
+
+async def test_a_piece_assembled_in_a_piece_buffer_is_written_direct_without_a_copy(tmp_path, monkeypatch):
+    """piece_buffer's memory starts on a page, so O_DIRECT takes it as it is: the piece
+    threads never make the aligned buffer they copy other pieces into."""
+    direct_io_or_skip(tmp_path)
+
+    class NoScratch:
+        @staticmethod
+        def mmap(*args, **kwargs):
+            raise AssertionError("a piece went through the aligned copy")
+
+    monkeypatch.setattr(peer.direct_writes, "mmap", NoScratch)
+    pl = 65536
+    data = os.urandom(4 * pl)
+    meta = make_meta("one", [(("one.bin",), len(data))], pl, data)
+    st = Storage(meta, tmp_path)
+    await st.open()
+    for i in range(meta.num_pieces):
+        buf = st.piece_buffer(pl)
+        buf[:] = data[i * pl:(i + 1) * pl]
+        assert await store_if_valid(st, i, buf, keep_cached=False) is True
+    assert st.direct_bytes == len(data)
+    assert bytes(await st.read_piece(3)) == data[3 * pl:]
+    await st.close()
+    assert (tmp_path / "one" / "one.bin").read_bytes() == data
 
 
 async def test_pieces_kept_cached_are_written_buffered(tmp_path):
