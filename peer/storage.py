@@ -481,21 +481,23 @@ class Storage:
             parts.append(chunk)
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
-    def piece_buffer(self, size: int) -> bytearray | mmap.mmap:
-        """A buffer to assemble a piece of `size` bytes in; its old contents are garbage.
+    def piece_buffer(self, size: int, *, aligned: bool = False) -> bytearray | mmap.mmap:
+        """A buffer for a piece of `size` bytes; its old contents are garbage.
 
-        An anonymous memory map when the size is a whole number of pages: it starts on a
-        page, so a direct write takes it as it is (peer/direct_writes.py), where a bytearray
-        went through one more copy. 1 GiB over loopback, alternating runs: 2.14 s against
-        2.28 s, and 0.2 s less CPU. A short last piece is a bytearray (written buffered).
+        `aligned` (to assemble a download in): a new one is an anonymous memory map when the
+        size is a whole number of pages. It starts on a page, so a direct write takes it as
+        it is (peer/direct_writes.py), where a bytearray went through one more copy: 1 GiB
+        over loopback, alternating runs, 2.14 s against 2.28 s and 0.2 s less CPU. Not for
+        reads: a seed makes new buffers while the old ones wait in write queues, and a new
+        map (faults, and its unmapping) cost a seed 0.08 s more CPU per GiB than a bytearray.
 
         Buffers that left the cache are reused: a fresh one is zeroed and faulted in again
         (perf: memset alone was 3 % of a downloading peer's CPU, with bytearrays)."""
         if size == self.meta.piece_length and self._spare:
             self.memory.used -= size
             return self._spare.pop()
-        if size % ALIGN == 0:
-            return mmap.mmap(-1, size)     # page-aligned: a direct write needs no copy of it
+        if aligned and size % ALIGN == 0:
+            return mmap.mmap(-1, size)
         return bytearray(size)
 
     def download_done(self) -> None:

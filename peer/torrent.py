@@ -406,7 +406,8 @@ class Torrent:
         if not (self.have[index] or index in self.hashing):  # else a late endgame duplicate
             buf = self.assembling.get(index)
             if buf is None:
-                buf = self.assembling[index] = self.storage.piece_buffer(self.piece_size(index))
+                buf = self.assembling[index] = self.storage.piece_buffer(self.piece_size(index),
+                                                                         aligned=True)
             buf[begin:begin + n] = data
             senders = self.senders.get(index)
             if senders is None:

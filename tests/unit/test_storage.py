@@ -399,7 +399,7 @@ async def test_a_piece_assembled_in_a_piece_buffer_is_written_direct_without_a_c
     st = Storage(meta, tmp_path)
     await st.open()
     for i in range(meta.num_pieces):
-        buf = st.piece_buffer(pl)
+        buf = st.piece_buffer(pl, aligned=True)
         buf[:] = data[i * pl:(i + 1) * pl]
         assert await store_if_valid(st, i, buf, keep_cached=False) is True
     assert st.direct_bytes == len(data)
