@@ -62,13 +62,16 @@ class RateMeter:
 
     The window covers the current, partly elapsed bucket plus the whole ones before it, and
     the divisor is exactly the time those buckets span, so a steady flow reads exactly.
-    A flow that comes back after a whole window of silence starts afresh (`age`,
-    `early_rate`, and the divisor count from its return): divided by the whole window it
-    read a tenth of its speed for its first second, and a peer's request pipeline, sized by
-    it, took the window's length to grow back after a long choke.
+    A flow that comes back after a whole window of silence starts afresh for `age` and
+    `early_rate`, which then reads its true speed until the window has seen only the new
+    flow: `rate`, divided by the whole window, read a tenth of it for the first second, and
+    a peer's request pipeline, sized by it, took the window's length to grow back after a
+    long choke. `rate` itself still averages the window, so a peer that sends in bursts is
+    ranked (choker) by its average, not by its last burst.
     """
 
-    __slots__ = ("_window", "_resolution", "_slots", "_buckets", "_start", "_since_start", "total")
+    __slots__ = ("_window", "_resolution", "_slots", "_buckets", "_start", "_flow_start",
+                 "_since_flow", "_last_add", "_returned", "total")
 
     def __init__(self, window: float = 10.0, resolution: float = 1.0) -> None:
         if resolution <= 0 or window < resolution:
@@ -77,38 +80,47 @@ class RateMeter:
         self._resolution = resolution
         self._slots = max(1, round(window / resolution))
         self._buckets: deque[list[int]] = deque()      # [bucket number, bytes], oldest first
-        self._start: float | None = None                # when the flow (re)started
-        self._since_start = 0                           # bytes added since then
+        self._start: float | None = None                # the first add
+        self._flow_start = 0.0                          # the first add, or the first after a window of silence
+        self._since_flow = 0                            # bytes added since then
+        self._last_add = 0.0
+        self._returned = False                          # the flow had stopped for a window
         self.total = 0                                  # bytes ever added
 
     def add(self, n: int, now: float) -> None:
         """Count `n` bytes transferred at time `now`."""
+        if self._start is None:
+            self._start = self._flow_start = now
+        elif now - self._last_add >= self._window:
+            self._flow_start, self._since_flow, self._returned = now, 0, True
+        self._last_add = now
+        self._since_flow += n
         self.total += n
         slot = math.floor(now / self._resolution)
         buckets = self._buckets
         if buckets and buckets[-1][0] >= slot:         # same bucket (or a clock hiccup)
             buckets[-1][1] += n
         else:                                          # a new bucket: the oldest may go
-            if not buckets or buckets[-1][0] <= slot - self._slots:
-                self._start = now           # the first add, or the first after a window of silence
-                self._since_start = 0
             buckets.append([slot, n])
             self._expire(slot)
-        self._since_start += n
 
     def age(self, now: float) -> float:
         """Seconds since the flow started, or came back after a window of silence (0 before
         any add)."""
-        return 0.0 if self._start is None else now - self._start
+        return 0.0 if self._start is None else now - self._flow_start
 
     def early_rate(self, now: float) -> float:
-        """Bytes per second since the flow (re)started, during its first two resolutions (0 after).
+        """Bytes per second since the flow (re)started, during its first two resolutions, or
+        for a flow back after a window of silence, until `rate` has seen only it (0 after).
 
         In its first second `rate` divides by a whole second (so one early add makes no
         spike) and reads low; a caller that must react quickly takes the larger of the two."""
-        if self._start is None or not 0.05 <= now - self._start <= 2 * self._resolution:
+        if self._start is None:
             return 0.0
-        return self._since_start / (now - self._start)
+        age = now - self._flow_start
+        if not 0.05 <= age <= (self._window if self._returned else 2 * self._resolution):
+            return 0.0
+        return self._since_flow / age
 
     def rate(self, now: float) -> float:
         """Average bytes per second over the window ending at `now`."""

@@ -61,6 +61,7 @@ _RWF_NOWAIT: int | None = getattr(os, "RWF_NOWAIT", None)
 # so there a buffer could look free while a send still reads it: no reuse.
 _EXACT_REFCOUNTS = sys.implementation.name == "cpython" and sys.version_info < (3, 14)
 _PIECE_BUFFERS = (bytearray, mmap.mmap)    # what piece_buffer makes
+MAPPED_MIN = 64 * 1024     # smaller pieces stay bytearrays: many small maps, little to gain
 VERIFY_BATCH_BYTES = 8 * 1024 * 1024  # pieces hashed per worker-thread call
 PROCESS_PIECE_BYTES = 128 * 1024 * 1024   # read caches and spares of all torrents together
 MIN_CACHED = 2                       # pieces a torrent may cache even past the process's limit
@@ -496,8 +497,8 @@ class Storage:
         if size == self.meta.piece_length and self._spare:
             self.memory.used -= size
             return self._spare.pop()
-        if aligned and size % ALIGN == 0:
-            return mmap.mmap(-1, size)
+        if aligned and size % ALIGN == 0 and size >= MAPPED_MIN:
+            return mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE)   # (not shared: plain memory)
         return bytearray(size)
 
     def download_done(self) -> None:

@@ -159,17 +159,29 @@ def test_early_rate_reads_true_in_the_first_second_then_steps_aside():
     assert meter.early_rate(now=12.5) == 0.0          # past two resolutions: `rate` is right
 
 
-def test_a_flow_back_after_a_window_of_silence_is_measured_from_its_return():
+def test_a_flow_back_after_a_window_of_silence_reads_its_speed_early():
     meter = RateMeter(window=10)
     _steady(meter, 100, 0.0, 10.0)                   # 1000 B/s for 10 s
     _steady(meter, 400, 30.0, 30.5)                  # silent 20 s, then 4000 B/s
     assert meter.age(now=30.5) == pytest.approx(0.5)
-    assert meter.early_rate(now=30.5) == pytest.approx(4000)
-    assert meter.rate(now=30.5) == pytest.approx(2000)   # the 1 s floor, not 2000 / 9.5 s
+    assert meter.early_rate(now=30.5) == pytest.approx(4000)   # what a pipeline is sized by
+    assert meter.rate(now=30.5) == pytest.approx(2000 / 9.5)   # still the window's average
     _steady(meter, 400, 30.5, 33.0)
-    assert meter.rate(now=33.0) == pytest.approx(4000)   # not 12,000 / 10 s
-    assert meter.early_rate(now=33.0) == 0.0
-    assert meter.total == 10_000 + 12_000
+    assert meter.early_rate(now=33.0) == pytest.approx(4000)   # until the window has only it
+    assert meter.rate(now=33.0) == pytest.approx(12_000 / 9)
+    _steady(meter, 400, 33.0, 41.0)
+    assert meter.early_rate(now=41.0) == 0.0
+    assert meter.rate(now=41.0) == pytest.approx(4000)
+    assert meter.total == 10_000 + 44_000
+
+
+def test_a_flow_returns_after_a_window_of_seconds_not_of_buckets():
+    # 9.5 -> 19.25 is ten buckets apart but 9.75 s: the same flow; 9.5 -> 19.5 is a return
+    for gap, returned in ((9.75, False), (10.0, True)):
+        meter = RateMeter(window=10)
+        meter.add(100, now=9.5)
+        meter.add(100, now=9.5 + gap)
+        assert meter.age(now=9.5 + gap) == (0.0 if returned else gap)
 
 
 def test_a_pause_shorter_than_the_window_still_counts_the_time_before_it():
@@ -177,6 +189,7 @@ def test_a_pause_shorter_than_the_window_still_counts_the_time_before_it():
     _steady(meter, 100, 0.0, 10.0)
     _steady(meter, 100, 15.0, 16.0)                  # a 5 s pause
     assert meter.age(now=16.0) == pytest.approx(16.0)
+    assert meter.early_rate(now=16.0) == 0.0
     # the window is buckets 7..16 (16 just begun): 7, 8, 9 and 15 hold 1000 bytes each
     assert meter.rate(now=16.0) == pytest.approx((3 * 1000 + 1000) / 9)
 
