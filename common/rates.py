@@ -70,15 +70,15 @@ class RateMeter:
     ranked (choker) by its average, not by its last burst.
     """
 
-    __slots__ = ("_window", "_resolution", "_slots", "_buckets", "_start", "_flow_start",
+    __slots__ = ("_resolution", "_slots", "_span", "_buckets", "_start", "_flow_start",
                  "_since_flow", "_last_add", "_returned", "total")
 
     def __init__(self, window: float = 10.0, resolution: float = 1.0) -> None:
         if resolution <= 0 or window < resolution:
             raise ValueError(f"need 0 < resolution <= window, got {resolution}, {window}")
-        self._window = window
         self._resolution = resolution
         self._slots = max(1, round(window / resolution))
+        self._span = self._slots * resolution           # the window as `rate` covers it
         self._buckets: deque[list[int]] = deque()      # [bucket number, bytes], oldest first
         self._start: float | None = None                # the first add
         self._flow_start = 0.0                          # the first add, or the first after a window of silence
@@ -91,9 +91,9 @@ class RateMeter:
         """Count `n` bytes transferred at time `now`."""
         if self._start is None:
             self._start = self._flow_start = now
-        elif now - self._last_add >= self._window:
+        elif now - self._last_add >= self._span:
             self._flow_start, self._since_flow, self._returned = now, 0, True
-        self._last_add = now
+        self._last_add = max(self._last_add, now)     # (a clock step back fakes no return)
         self._since_flow += n
         self.total += n
         slot = math.floor(now / self._resolution)
@@ -118,7 +118,7 @@ class RateMeter:
         if self._start is None:
             return 0.0
         age = now - self._flow_start
-        if not 0.05 <= age <= (self._window if self._returned else 2 * self._resolution):
+        if not 0.05 <= age <= (self._span if self._returned else 2 * self._resolution):
             return 0.0
         return self._since_flow / age
 

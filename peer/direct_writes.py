@@ -97,7 +97,7 @@ class DirectWrites:
     def _write_all(self, fd: int, data: memoryview, offset: int) -> bool:
         buffer = getattr(self._buffers, "chunk", None)
         if buffer is None:
-            buffer = self._buffers.chunk = mmap.mmap(-1, CHUNK)    # anonymous: page-aligned
+            buffer = self._buffers.chunk = mmap.mmap(-1, CHUNK, flags=mmap.MAP_PRIVATE)  # page-aligned
         with memoryview(buffer) as chunk:
             pos = 0
             while pos < len(data):

@@ -184,6 +184,14 @@ def test_a_flow_returns_after_a_window_of_seconds_not_of_buckets():
         assert meter.age(now=9.5 + gap) == (0.0 if returned else gap)
 
 
+def test_a_clock_step_back_is_not_taken_for_a_return():
+    meter = RateMeter(window=10)
+    meter.add(100, now=100.0)
+    meter.add(100, now=50.0)
+    meter.add(100, now=60.0)
+    assert meter.age(now=101.0) == 1.0
+
+
 def test_a_pause_shorter_than_the_window_still_counts_the_time_before_it():
     meter = RateMeter(window=10)
     _steady(meter, 100, 0.0, 10.0)
