@@ -71,7 +71,7 @@ class RateMeter:
     """
 
     __slots__ = ("_resolution", "_slots", "_span", "_buckets", "_start", "_flow_start",
-                 "_since_flow", "_last_add", "_returned", "total")
+                 "_since_flow", "_last_add", "total")
 
     def __init__(self, window: float = 10.0, resolution: float = 1.0) -> None:
         if resolution <= 0 or window < resolution:
@@ -84,7 +84,6 @@ class RateMeter:
         self._flow_start = 0.0                          # the first add, or the first after a window of silence
         self._since_flow = 0                            # bytes added since then
         self._last_add = 0.0
-        self._returned = False                          # the flow had stopped for a window
         self.total = 0                                  # bytes ever added
 
     def add(self, n: int, now: float) -> None:
@@ -92,7 +91,7 @@ class RateMeter:
         if self._start is None:
             self._start = self._flow_start = now
         elif now - self._last_add >= self._span:
-            self._flow_start, self._since_flow, self._returned = now, 0, True
+            self._flow_start, self._since_flow = now, 0
         self._last_add = max(self._last_add, now)     # (a clock step back fakes no return)
         self._since_flow += n
         self.total += n
@@ -118,7 +117,8 @@ class RateMeter:
         if self._start is None:
             return 0.0
         age = now - self._flow_start
-        if not 0.05 <= age <= (self._span if self._returned else 2 * self._resolution):
+        returned = self._flow_start > self._start     # came back after a window of silence
+        if not 0.05 <= age <= (self._span if returned else 2 * self._resolution):
             return 0.0
         return self._since_flow / age
 

@@ -70,7 +70,7 @@ class DirectWrites:
             self._writing += 1
         done = False
         try:
-            done = self._write_from(fd, data, offset) if aligned else self._write_all(fd, data, offset)
+            done = _pwrite_whole(fd, data, offset) if aligned else self._write_copied(fd, data, offset)
         except _Refused:             # EINVAL: this file goes buffered from now on
             with self._lock:
                 if self._fds.get(file) == fd:
@@ -85,16 +85,8 @@ class DirectWrites:
                     self._lock.notify_all()
         return done
 
-    def _write_from(self, fd: int, data: memoryview, offset: int) -> bool:
-        try:
-            written = os.pwrite(fd, data, offset)
-        except OSError as exc:
-            if exc.errno == errno.EINVAL:
-                raise _Refused from None
-            raise
-        return written == len(data)     # a short write: this span goes buffered
-
-    def _write_all(self, fd: int, data: memoryview, offset: int) -> bool:
+    def _write_copied(self, fd: int, data: memoryview, offset: int) -> bool:
+        """Through this thread's aligned buffer, CHUNK at a time (`data` not page-aligned)."""
         buffer = getattr(self._buffers, "chunk", None)
         if buffer is None:
             buffer = self._buffers.chunk = mmap.mmap(-1, CHUNK, flags=mmap.MAP_PRIVATE)  # page-aligned
@@ -103,13 +95,7 @@ class DirectWrites:
             while pos < len(data):
                 n = min(CHUNK, len(data) - pos)
                 chunk[:n] = data[pos:pos + n]
-                try:
-                    written = os.pwrite(fd, chunk[:n], offset + pos)
-                except OSError as exc:
-                    if exc.errno == errno.EINVAL:
-                        raise _Refused from None
-                    raise
-                if written != n:        # a short write: this span goes buffered
+                if not _pwrite_whole(fd, chunk[:n], offset + pos):
                     return False
                 pos += n
         return True
@@ -128,6 +114,17 @@ class DirectWrites:
 
 class _Refused(Exception):
     """The file system refused an O_DIRECT write (EINVAL)."""
+
+
+def _pwrite_whole(fd: int, data: memoryview, offset: int) -> bool:
+    """One O_DIRECT write of all of `data`; False for a short one (the span then goes
+    buffered); _Refused for EINVAL."""
+    try:
+        return os.pwrite(fd, data, offset) == len(data)
+    except OSError as exc:
+        if exc.errno == errno.EINVAL:
+            raise _Refused from None
+        raise
 
 
 def _reopen_direct(fd: int) -> int | None:

@@ -639,9 +639,8 @@ class Torrent:
         half a megabyte a second, since the rate it is sized by is what it allows."""
         now = self.loop.time()
         for conn in self.connections:
-            age = conn.download.age(now)
-            if (conn.download.total and age < 0.05) or (
-                    not conn.download.total and now - conn.last_progress_at < 1.0):
+            if (conn.download.age(now) < 0.05 if conn.download.total
+                    else now - conn.last_progress_at < 1.0):
                 # too few blocks to measure, or none yet but asked for less than a second
                 # ago: keep the starting depth (sized from a rate of zero, 8 blocks cost
                 # 0.1 s of a 1 GiB transfer); a peer silent for longer gets the floor
