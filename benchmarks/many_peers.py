@@ -46,6 +46,7 @@ from common.metainfo import create_metainfo, load_metainfo  # noqa: E402
 from common.rates import format_bytes, parse_size  # noqa: E402
 from common.tracker_proto import build_scrape_url, decode_scrape_response, scrape_url_for  # noqa: E402
 from interop_clients import make_file, precompile  # noqa: E402
+from machine_probe import probe_line  # noqa: E402
 from peer.processes import sha1_file  # noqa: E402
 
 HOST = "127.0.0.1"
@@ -503,6 +504,7 @@ def main() -> int:
         print("RESULT " + json.dumps(figures), flush=True)
         return 0
     precompile()    # 100 peer processes start without compiling swarm's modules each
+    print(probe_line(), flush=True)
 
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(65536, resource.getrlimit(resource.RLIMIT_NOFILE)[1]),) * 2)
     deadline = Deadline(args.timeout)

@@ -37,6 +37,7 @@ from interop_clients import (  # noqa: E402
     ProcessError, ProcessSet, have_tool, precompile, sha1_file, start_leecher, start_seeder, start_tracker,
     swarm_create,
 )
+from machine_probe import probe_line  # noqa: E402
 
 # Before each leecher starts, the machine settles this long, the same for every client. On
 # this VM, memory freed by deleting the previous round's output is handed back to the host
@@ -166,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         write_random(data, args.size)
         digest = sha1_file(data)
         print(f"data: {args.size} bytes in {time.monotonic() - t0:.1f}s; tracker over {args.tracker}", flush=True)
+        print(probe_line(), flush=True)
         with ProcessSet() as procs:
             tracker = start_tracker(procs, interval=5)
             announce = tracker.http if args.tracker == "http" else tracker.udp
@@ -181,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
                           f"leecher {result.leech_cpu:6.2f}s", flush=True)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+    print(probe_line(), flush=True)
     report(results, args.size)
     return 0
 

@@ -41,6 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from common import tracker_proto as tp  # noqa: E402
+from machine_probe import probe_line  # noqa: E402
 
 HOST = "127.0.0.1"
 
@@ -399,6 +400,7 @@ def main() -> None:
     print(f"loopback, {args.seconds:g} s per run, HTTP: {args.connections} connections "
           f"({'wrk' if shutil.which('wrk') else 'aiohttp client'}), UDP: {args.udp_processes} x {args.window} in flight, "
           f"{args.torrents} torrents", flush=True)
+    print(probe_line(), flush=True)
     results: dict[tuple[str, str], Result] = {}
     hashes = [random.Random(i).randbytes(20) for i in range(args.torrents)]
     with tempfile.TemporaryDirectory() as tmpdir:
@@ -424,6 +426,7 @@ def main() -> None:
             ours = results.get((name, proto))
             if ours and theirs and theirs.rate:
                 print(f"ratio {proto}: {name} / opentracker = {ours.rate / theirs.rate:.2f}")
+    print(probe_line())
     print("(a generator whose CPU seconds come near the run's length, times its processes, was "
           "the limit of that run)")
 
