@@ -279,6 +279,31 @@ def test_mixed_families_each_packed_in_its_own_form():
     assert any(":" in a for a in got) and any("." in a for a in got)
 
 
+def test_udp_answer_is_everyone_but_the_asker_up_to_numwant():
+    """announce_same_family's two ways to an answer (_everyone_but for a small swarm, a
+    sample beyond it) against their definition: min(numwant, others) distinct peers of the
+    swarm, never the asker; all of them when numwant covers them. Askers are seeders and
+    leechers, listed and (in a full swarm) not listed; numwant at and around the boundary."""
+    cases = random.Random(3)
+    for _ in range(400):
+        cap = cases.randint(1, 12)
+        reg = SwarmRegistry(interval=100, max_peers_per_torrent=cap, rng=random.Random(cases.random()))
+        for n in range(1, cases.randint(1, 14)):
+            reg.announce(req(n, left=cases.choice((0, 100))), ip(n), now=0)
+        listed = {bytes(map(int, a.ip.split("."))) + a.port.to_bytes(2, "big") for a in reg.peers_of(IH)}
+        asker = cases.randint(1, 16)
+        me = bytes(map(int, ip(asker).split("."))) + (10000 + asker).to_bytes(2, "big")
+        others = len(listed - {me})
+        numwant = cases.choice((0, 1, max(0, others - 1), others, others + 1, 50))
+        _, _, packed = reg.announce_same_family(IH, pid(asker), ip(asker), 10000 + asker,
+                                                cases.choice((0, 100)), "", numwant, now=1)
+        got = [bytes(packed[i:i + 6]) for i in range(0, len(packed), 6)]
+        assert len(packed) % 6 == 0 and len(got) == len(set(got)) == min(numwant, others)
+        assert me not in got and set(got) <= listed
+        if numwant >= others:
+            assert set(got) == listed - {me}
+
+
 def test_a_sample_is_the_window_after_a_random_start_without_the_asker():
     """_sample against its definition, position by position: n consecutive positions of
     first + second from the random start, wrapping around, the asker's left out (so the
