@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import socket
 
 import pytest
 
@@ -271,7 +272,7 @@ def test_mixed_families_each_packed_in_its_own_form():
     seeders, leechers, packed = reg.announce_same_family(IH, pid(101), ip6(1), 10101, 100, "", 20, now=1)
     assert (seeders, leechers, len(packed)) == (0, 60, 20 * 18)
     assert b"\x20\x01\x0d\xb8" + b"\x00" * 11 + b"\x01" + (10101).to_bytes(2, "big") not in {
-        packed[i:i + 18] for i in range(0, len(packed), 18)}
+        bytes(packed[i:i + 18]) for i in range(0, len(packed), 18)}
     seeders, leechers, packed = reg.announce_same_family(IH, pid(999), ip(999), 10999, 100, "", 50, now=1)
     assert len(packed) == 30 * 6 and leechers == 61
     # the dictionary form lists both families
@@ -282,25 +283,32 @@ def test_mixed_families_each_packed_in_its_own_form():
 def test_udp_answer_is_everyone_but_the_asker_up_to_numwant():
     """announce_same_family's two ways to an answer (_everyone_but for a small swarm, a
     sample beyond it) against their definition: min(numwant, others) distinct peers of the
-    swarm, never the asker; all of them when numwant covers them. Askers are seeders and
-    leechers, listed and (in a full swarm) not listed; numwant at and around the boundary."""
+    asker's family, never the asker; all of them when numwant covers them. Askers are seeders
+    and leechers, listed and (in a full swarm) not listed, IPv4 and IPv6; numwant at and
+    around the boundary, left out (the default) and above the cap."""
     cases = random.Random(3)
-    for _ in range(400):
+    for _ in range(600):
         cap = cases.randint(1, 12)
-        reg = SwarmRegistry(interval=100, max_peers_per_torrent=cap, rng=random.Random(cases.random()))
+        reg = SwarmRegistry(interval=100, max_peers_per_torrent=cap, default_numwant=7,
+                            max_numwant=9, rng=random.Random(cases.random()))
+        address = cases.choice((ip, ip6))
+        stride = 6 if address is ip else 18
         for n in range(1, cases.randint(1, 14)):
-            reg.announce(req(n, left=cases.choice((0, 100))), ip(n), now=0)
-        listed = {bytes(map(int, a.ip.split("."))) + a.port.to_bytes(2, "big") for a in reg.peers_of(IH)}
+            reg.announce(req(n, left=cases.choice((0, 100))), address(n), now=0)
+        listed = {socket.inet_pton(socket.AF_INET if stride == 6 else socket.AF_INET6, a.ip)
+                  + a.port.to_bytes(2, "big") for a in reg.peers_of(IH)}
         asker = cases.randint(1, 16)
-        me = bytes(map(int, ip(asker).split("."))) + (10000 + asker).to_bytes(2, "big")
+        me = socket.inet_pton(socket.AF_INET if stride == 6 else socket.AF_INET6, address(asker)) \
+            + (10000 + asker).to_bytes(2, "big")
         others = len(listed - {me})
-        numwant = cases.choice((0, 1, max(0, others - 1), others, others + 1, 50))
-        _, _, packed = reg.announce_same_family(IH, pid(asker), ip(asker), 10000 + asker,
+        numwant = cases.choice((None, 0, 1, max(0, others - 1), others, others + 1, 1000))
+        _, _, packed = reg.announce_same_family(IH, pid(asker), address(asker), 10000 + asker,
                                                 cases.choice((0, 100)), "", numwant, now=1)
-        got = [bytes(packed[i:i + 6]) for i in range(0, len(packed), 6)]
-        assert len(packed) % 6 == 0 and len(got) == len(set(got)) == min(numwant, others)
+        got = [bytes(packed[i:i + stride]) for i in range(0, len(packed), stride)]
+        wanted = min(7 if numwant is None else numwant, 9)
+        assert len(packed) % stride == 0 and len(got) == len(set(got)) == min(wanted, others)
         assert me not in got and set(got) <= listed
-        if numwant >= others:
+        if wanted >= others:
             assert set(got) == listed - {me}
 
 
