@@ -4,7 +4,7 @@ Three measurements, all on 127.0.0.1 through a real `swarm-tracker`, no rate cap
 
   processes  1 `swarm-peer seed` + N `swarm-peer get` processes (the realistic case: each
              peer is a program of its own). Time until every copy is complete, peak RSS of
-             each peer process (VmHWM while alive, ru_maxrss from os.wait4 when reaped).
+             each peer process (VmHWM, read while it runs and once more just before it stops).
   inprocess  the same swarm, but the N leechers are N `Client`s in one event loop of one
              worker process: its peak RSS / N is the cost of a peer without an interpreter.
   daemon     one `swarm-peer share` seeding T small files (1-4 MiB) as T torrents: its RSS
@@ -75,7 +75,6 @@ class Children:
 
     def __init__(self) -> None:
         self.procs: list[subprocess.Popen] = []
-        self.maxrss: dict[int, int] = {}     # pid -> ru_maxrss in bytes, once reaped
         self.cpu: dict[int, float] = {}      # pid -> user + system seconds, once reaped
 
     def start(self, args: list, log: Path) -> subprocess.Popen:
@@ -87,7 +86,7 @@ class Children:
         return proc
 
     def stop(self, procs: list[subprocess.Popen] | None = None, grace: float = 10.0) -> None:
-        """SIGTERM, then SIGKILL after `grace` s; reap with os.wait4 to keep each ru_maxrss."""
+        """SIGTERM, then SIGKILL after `grace` s; reap with os.wait4 to keep each one's CPU time."""
         procs = list(self.procs if procs is None else procs)
         for proc in procs:
             _signal_group(proc, signal.SIGTERM)
@@ -105,7 +104,6 @@ class Children:
                     still.append(proc)
                     continue
                 proc.returncode = os.waitstatus_to_exitcode(status)
-                self.maxrss[proc.pid] = usage.ru_maxrss * 1024   # Linux: KiB
                 self.cpu[proc.pid] = usage.ru_utime + usage.ru_stime
             pending = still
             if pending and time.monotonic() > deadline:
@@ -268,16 +266,19 @@ def run_processes(args, work: Path, source: Path, deadline: Deadline) -> dict:
                       f"peers' RSS now {mb(total)}", flush=True)
         wall = time.monotonic() - opened
         stuck = [i for i in range(args.peers) if i not in times and i not in failed]
+        # VmHWM is the peak of the running program itself, so one reading just before the
+        # stop covers the whole run. (Not ru_maxrss from wait4: Linux counts in it the RSS of
+        # this script at the fork, before the exec: 314 MB for `python -c pass` started by a
+        # 300 MiB parent.)
+        for i, proc in enumerate(peers):
+            peak[i] = max(peak.get(i, 0), memory(proc.pid)[1])
         seed_rss = memory(seed.pid)[1]
         children.stop(peers)
-        for i, proc in enumerate(peers):   # ru_maxrss covers the moments between samples too
-            peak[i] = max(peak.get(i, 0), children.maxrss.get(proc.pid, 0))
         seed_up = None
         children.stop([seed])
         match = re.search(r"totals: uploaded=(\d+)", (work / "seed.log").read_text(errors="replace"))
         if match:
             seed_up = int(match.group(1)) / meta.total_length
-        seed_rss = max(seed_rss, children.maxrss.get(seed.pid, 0))
         problems = check_copies(source, [work / f"peer{i}" / source.name for i in range(args.peers)])
         result = {
             "variant": "processes", "peers": args.peers, "size": meta.total_length,
@@ -386,7 +387,7 @@ def run_inprocess(args, work: Path, source: Path, deadline: Deadline) -> dict:
             "complete": figures["complete"], "all_complete_s": max(times) if len(times) == args.peers else None,
             "median_s": statistics.median(times) if times else None, "first_s": min(times) if times else None,
             "worker_base_rss": figures["base_rss"], "worker_idle_rss": figures["idle_rss"],
-            "worker_peak_rss": max(figures["peak_rss"], children.maxrss.get(worker.pid, 0)),
+            "worker_peak_rss": figures["peak_rss"],
             "peak_rss_per_peer": (figures["peak_rss"] - figures["base_rss"]) / args.peers,
             "copies_bad": problems, "errors": figures["errors"], "stuck": figures["stuck"],
             "worker_cpu_s": figures["cpu_s"],
@@ -434,7 +435,7 @@ def run_daemon(args, work: Path, deadline: Deadline) -> dict:
         return {"variant": "daemon", "torrents": args.torrents, "bytes": total, "ready_s": ready,
                 "seeding_rss": seeding_rss, "seeding_peak_rss": seeding_peak,
                 "after_downloads_rss": after_rss,
-                "peak_rss": max(after_peak, children.maxrss.get(daemon.pid, 0)),
+                "peak_rss": after_peak,      # VmHWM just before the stop (see run_processes)
                 "downloads_checked": len(picks), "copies_bad": problems}
     finally:
         children.stop()
