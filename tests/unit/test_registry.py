@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import random
-import socket
 
 import pytest
 
-from common.tracker_proto import AnnounceRequest, PeerAddr, ScrapeStats
+from common.tracker_proto import AnnounceRequest, PeerAddr, ScrapeStats, compact_peer
 from tracker.registry import RegistryError, SwarmRegistry
 
 IH = b"\x11" * 20
@@ -295,11 +294,9 @@ def test_udp_answer_is_everyone_but_the_asker_up_to_numwant():
         stride = 6 if address is ip else 18
         for n in range(1, cases.randint(1, 14)):
             reg.announce(req(n, left=cases.choice((0, 100))), address(n), now=0)
-        listed = {socket.inet_pton(socket.AF_INET if stride == 6 else socket.AF_INET6, a.ip)
-                  + a.port.to_bytes(2, "big") for a in reg.peers_of(IH)}
+        listed = {compact_peer(a.ip, a.port) for a in reg.peers_of(IH)}
         asker = cases.randint(1, 16)
-        me = socket.inet_pton(socket.AF_INET if stride == 6 else socket.AF_INET6, address(asker)) \
-            + (10000 + asker).to_bytes(2, "big")
+        me = compact_peer(address(asker), 10000 + asker)
         others = len(listed - {me})
         numwant = cases.choice((None, 0, 1, max(0, others - 1), others, others + 1, 1000))
         _, _, packed = reg.announce_same_family(IH, pid(asker), address(asker), 10000 + asker,
