@@ -309,31 +309,52 @@ def test_udp_answer_is_everyone_but_the_asker_up_to_numwant():
             assert set(got) == listed - {me}
 
 
-def test_a_sample_is_the_window_after_a_random_start_without_the_asker():
-    """_sample against its definition, position by position: n consecutive positions of
-    first + second from the random start, wrapping around, the asker's left out (so the
-    window reaches one further); everyone but the asker when n covers them. No empty run."""
+def test_a_sample_is_a_window_after_a_random_start_without_the_asker():
+    """_sample against its definition, position by position, in both forms (packed and
+    pairs): a leecher gets n consecutive entries of seeders + leechers without itself, from
+    a random start, wrapping around; a seeder gets leechers only if there are n of them,
+    else every leecher and then such a window of the seeders without itself; everyone but
+    the asker when n covers them. The swarm's own columns are never handed out or changed."""
     from tracker.registry import _PeerList
     cases = random.Random(11)
-    for _ in range(20_000):
-        first, second = _PeerList(6), _PeerList(6)
-        first.keys = [b""] * cases.randint(0, 30)
-        has_second = cases.random() < 0.8
-        second.keys = [b""] * (cases.randint(0, 30) if has_second else 0)
-        size1, total = len(first.keys), len(first.keys) + len(second.keys)
-        mine = cases.choice([None, *range(total)])
-        n = cases.randint(1, 40)
+    for _ in range(5_000):
+        address, stride = cases.choice(((ip, 6), (ip6, 18)))
+        seeders, leechers = _PeerList(stride), _PeerList(stride)
+        numbers = cases.sample(range(1, 200), cases.randint(0, 60))
+        for k, n in enumerate(numbers):
+            lst = seeders if k % 3 == 0 or cases.random() < 0.3 else leechers
+            lst.add((address(n), 10000 + n), pid(n), compact_peer(address(n), 10000 + n), 0.0, cases)
+        seeding = cases.random() < 0.5
+        mine_list = seeders if seeding else leechers
+        me = cases.choice([None, ("10.9.9.9", 1), *mine_list.keys])
+        want = cases.randint(0, 70)
+        packed = cases.random() < 0.5
         seed = cases.random()
-        runs = SwarmRegistry(rng=random.Random(seed))._sample(
-            first, second if has_second else None, mine, n)
-        got = []
-        for lst, lo, hi in runs:
-            assert lo < hi, "an empty run"
-            got.extend((0 if lst is first else size1) + i for i in range(lo, hi))
-        everyone = [p for p in range(total) if p != mine]
-        if n >= len(everyone):
-            expected = everyone
+        columns = bytes(seeders.packed), bytes(leechers.packed)
+        got = SwarmRegistry(rng=random.Random(seed))._sample(
+            (seeders, leechers), me, want, seeding, packed)
+
+        def window(order: list, n: int) -> list:
+            if n >= len(order):
+                return order
+            start = int(random.Random(seed).random() * len(order))
+            return [order[(start + k) % len(order)] for k in range(n)]
+
+        if want <= 0:
+            expected = []
+        elif seeding and len(leechers.keys) >= want:
+            expected = window(list(leechers.keys), want)
+        elif seeding:
+            expected = leechers.keys + window([k for k in seeders.keys if k != me],
+                                              want - len(leechers.keys))
         else:
-            start = int(random.Random(seed).random() * total)
-            expected = [p for p in ((start + k) % total for k in range(n + 1)) if p != mine][:n]
-        assert got == expected, (size1, total, mine, n)
+            expected = window([k for k in seeders.keys + leechers.keys if k != me], want)
+        if packed:
+            assert bytes(got) == b"".join(compact_peer(*key) for key in expected)
+            assert got is not seeders.packed and got is not leechers.packed
+            if got:
+                got[:] = b"x" * len(got)    # ours to change: the columns do not move
+        else:
+            ids = dict(zip(seeders.keys + leechers.keys, seeders.peer_ids + leechers.peer_ids))
+            assert got == [(key, ids[key]) for key in expected]
+        assert (bytes(seeders.packed), bytes(leechers.packed)) == columns
