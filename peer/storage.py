@@ -37,7 +37,6 @@ import functools
 import hashlib
 import mmap
 import os
-import resource
 import sys
 import threading
 from bisect import bisect_right
@@ -46,6 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
+from common.descriptors import allow_open_files
 from peer.direct_writes import ALIGN, DirectWrites
 from peer.piece_workers import PieceWorkers
 
@@ -200,7 +200,7 @@ class Storage:
                 raise StorageError(f"refusing {path}: it leads outside {self.root} (symlink?)")
 
     def _open_files(self, create: bool) -> tuple[list[int | None], list[int]]:
-        _allow_open_files(2 * len(self.paths) + 64)    # (and one O_DIRECT each, maybe)
+        allow_open_files(2 * len(self.paths) + 64)    # (and one O_DIRECT each, maybe)
         fds: list[int | None] = []
         found: list[int] = []
         created: list[int] = []       # files this open made: emptied again if space runs out
@@ -574,14 +574,3 @@ def _libc_fallocate():
         fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
         fallocate.restype = ctypes.c_int
     return fallocate
-
-
-def _allow_open_files(needed: int) -> None:
-    """One descriptor per file stays open: raise the soft limit if a torrent has many files."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and soft < needed:
-        target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, target), hard))
-        except (ValueError, OSError):
-            pass

@@ -95,8 +95,10 @@ def _not_worker_exit(record: logging.LogRecord) -> bool:
     return not record.getMessage().startswith("Unexpected exit from worker")
 
 
-def _embedded_server(app: TrackerRsgi, sock: socket.socket):
-    """granian's embedded server for `app`, to serve on a duplicate of `sock`."""
+def _embedded_server(app: TrackerRsgi, sock: socket.socket, max_connections: int):
+    """granian's embedded server for `app`, to serve on a duplicate of `sock`, with at most
+    `max_connections` open at once (granian's `backpressure`: its default, the backlog,
+    let 1,024 clients that connect and send nothing shut everyone else out)."""
     from granian.constants import HTTPModes, Interfaces
     from granian.http import HTTP1Settings
     from granian.log import LogLevels
@@ -112,6 +114,7 @@ def _embedded_server(app: TrackerRsgi, sock: socket.socket):
     logging.getLogger("_granian").addFilter(_not_worker_exit)     # (once: the same function)
     return OnOurSocket(
         app, interface=Interfaces.RSGI, http=HTTPModes.http1, websockets=False, backlog=BACKLOG,
+        backpressure=max_connections,
         http1_settings=HTTP1Settings(header_read_timeout=HEADER_SECONDS * 1000),
         # Errors only ("the embedded server is experimental" is a warning), to the root logger,
         # so in the tracker's format; levels only: a full dictConfig would close our handlers.
@@ -124,10 +127,10 @@ class GranianHttp:
     """granian serving one TrackerHttp on the tracker's listening socket: `start`, then
     `close`. `failed` is done if granian stops serving before `close`."""
 
-    def __init__(self, api: TrackerHttp, sock: socket.socket) -> None:
+    def __init__(self, api: TrackerHttp, sock: socket.socket, max_connections: int) -> None:
         sock.listen(BACKLOG)
         self._sock = sock
-        self._server = _embedded_server(TrackerRsgi(api), sock)
+        self._server = _embedded_server(TrackerRsgi(api), sock, max_connections)
         self._task: asyncio.Task | None = None
         self._worker_error: BaseException | None = None
         self._threads_before = _threads()   # the process's threads before granian's (start)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import logging
 import socket
 import time
 from collections.abc import Callable
@@ -17,7 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
+from common.descriptors import allow_open_files
 from tracker.granian_http import BACKLOG, NEEDS_GRANIAN, GranianHttp, available as granian_available
 from tracker.http_api import TrackerHttp, create_app
 from tracker.registry import SwarmRegistry
@@ -26,6 +29,15 @@ from tracker.udp_api import UdpServer, UdpTracker, start_udp_server
 # At stop, what aiohttp gives a connection to finish before closing it (its default is 60 s,
 # also for a client that has connected but not yet sent its request).
 SHUTDOWN_SECONDS = 1.0
+# aiohttp closes a connection idle this long: one that has sent nothing yet, or only part of
+# a request's head, or is kept alive between requests (its default, 3630 s, let idle clients
+# hold descriptors until none were left; granian's header timeout is 5 s).
+IDLE_SECONDS = 10.0
+# Client connections: as many as the descriptor limit allows once raised (the usual soft
+# limit of 1024 is a handful of idle clients away from shutting everyone out), less those
+# the process keeps for itself.
+OPEN_FILES_WANTED = 65536
+OPEN_FILES_KEPT = 256
 
 HTTP_SERVERS = ("aiohttp", "granian")
 GRANIAN_SCOPE = ("--http-server granian serves the tracker protocol only: "
@@ -117,7 +129,8 @@ class AiohttpServer:
 
     def __init__(self, app: web.Application, sock: socket.socket) -> None:
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False,
-                                     shutdown_timeout=SHUTDOWN_SECONDS)
+                                     shutdown_timeout=SHUTDOWN_SECONDS, keepalive_timeout=IDLE_SECONDS)
+        logging.getLogger("aiohttp.server").addFilter(_not_a_client_error)   # (once: the same function)
         self._sock = sock
         self.failed: asyncio.Future[str] = asyncio.get_running_loop().create_future()  # (never)
 
@@ -156,6 +169,12 @@ class RunningTracker:
         await self._http.close()
 
 
+def _not_a_client_error(record: logging.LogRecord) -> bool:
+    """aiohttp logs a traceback for every malformed request (a 400 answer): a client's fault,
+    ~1 KB of log per 100 bytes anyone sends. Real failures of a handler still show."""
+    return not (record.exc_info and isinstance(record.exc_info[1], HttpProcessingError))
+
+
 async def _expire_forever(registry: SwarmRegistry, clock: Callable[[], float], every: float) -> None:
     while True:
         await asyncio.sleep(every)
@@ -174,9 +193,10 @@ async def start_tracker(config: TrackerConfig, *, registry: SwarmRegistry | None
                                          max_peers_per_torrent=config.max_peers)
     tcp, udp = sockets or bind_sockets(config.host, config.port)
     port = tcp.getsockname()[1]
+    max_connections = max(BACKLOG, allow_open_files(OPEN_FILES_WANTED) - OPEN_FILES_KEPT)
     http: AiohttpServer | GranianHttp
     if config.http_server == "granian":
-        http = GranianHttp(TrackerHttp(registry, clock, None, None, None), tcp)
+        http = GranianHttp(TrackerHttp(registry, clock, None, None, None), tcp, max_connections)
     else:
         http = AiohttpServer(create_app(registry, clock=clock, torrents_dir=config.torrents_dir,
                                         files_dir=config.files_dir, upload_limit=config.upload_limit), tcp)

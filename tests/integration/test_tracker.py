@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import random
 import signal
 import socket
@@ -22,6 +23,7 @@ from common.metainfo import create_metainfo, parse_metainfo
 from common.tracker_proto import AnnounceRequest, PeerAddr, ScrapeStats
 from tests.conftest import require_tool
 from tests.integration.conftest import ROOT, start_process, wait_for_line
+from tracker import server
 from tracker.server import TrackerConfig, start_tracker
 
 IH = bytes(range(20))
@@ -64,7 +66,53 @@ async def http_announce(http, base: str, n: int, *, info_hash=IH, left=100, even
     return tp.decode_announce_response(body)
 
 
+async def _raw(port: int, data: bytes) -> bytes:
+    """Send `data` on a new connection; everything the server sends until it closes."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(data)
+        return await asyncio.wait_for(reader.read(), 5)
+    finally:
+        writer.close()
+
+
 # -- HTTP ------------------------------------------------------------------------------------
+
+async def test_aiohttp_closes_connections_that_idle_or_send_half_a_request(clock, monkeypatch):
+    # aiohttp's own default (3630 s) let idle clients hold descriptors until none were left
+    monkeypatch.setattr(server, "IDLE_SECONDS", 0.5)
+    running = await start_tracker(TrackerConfig(host="127.0.0.1", port=0), clock=clock)
+    try:
+        silent, _ = await asyncio.open_connection("127.0.0.1", running.port)
+        half, half_writer = await asyncio.open_connection("127.0.0.1", running.port)
+        half_writer.write(b"GET /announce?info_hash=")
+        kept, kept_writer = await asyncio.open_connection("127.0.0.1", running.port)
+        kept_writer.write(b"GET /stats.json HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert (await kept.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200 ")
+        started = time.monotonic()
+        for reader in (silent, half, kept):
+            while await asyncio.wait_for(reader.read(65536), 3):
+                pass                                        # (until the server closes it)
+        assert time.monotonic() - started < 2.5
+        assert (await _raw(running.port, b"GET /stats.json HTTP/1.0\r\n\r\n")).startswith(b"HTTP/1.0 200 ")
+    finally:
+        await running.close()
+
+
+async def test_aiohttp_answers_malformed_requests_without_logging_tracebacks(clock, caplog):
+    running = await start_tracker(TrackerConfig(host="127.0.0.1", port=0), clock=clock)
+    try:
+        with caplog.at_level(logging.INFO):
+            for request in (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\n\r\n",
+                            b"GET /announce?info_hash=\xff\xfe HTTP/1.1\r\n\r\n",
+                            b"GET / HTTP/1.1\r\nBad Header\r\n\r\n"):
+                assert (await _raw(running.port, request)).startswith(b"HTTP/1.")
+            await asyncio.sleep(0.1)
+            assert (await _raw(running.port, b"GET /stats.json HTTP/1.0\r\n\r\n")).startswith(b"HTTP/1.0 200 ")
+        assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+    finally:
+        await running.close()
+
 
 async def test_http_announce_lists_other_peers_by_source_address(tracker, http):
     base = tracker.base_url

@@ -16,10 +16,11 @@ import pytest
 from yarl import URL
 
 from common import tracker_proto as tp
+from common.descriptors import allow_open_files
 from common.tracker_proto import AnnounceRequest, PeerAddr
 from tests.conftest import require_tool
 from tests.integration.conftest import ROOT, start_process, wait_for_line
-from tests.integration.test_tracker import _cli_tracker, _run_cli, peer_id, udp_sees_http_peer
+from tests.integration.test_tracker import _cli_tracker, _raw, _run_cli, peer_id, udp_sees_http_peer
 from tracker.granian_http import HEADER_SECONDS, STOP_SECONDS, client_host
 from tracker.registry import SwarmRegistry
 from tracker.server import GRANIAN_SCOPE, TrackerConfig, start_tracker
@@ -108,15 +109,6 @@ async def test_granian_tracker_with_udp_on_the_same_port(clock):
         await running.close()
 
 
-async def _raw(port: int, data: bytes) -> bytes:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        writer.write(data)
-        return await asyncio.wait_for(reader.read(), 5)
-    finally:
-        writer.close()
-
-
 async def test_granian_refuses_garbage_and_keeps_serving(clock):
     running = await start_tracker(TrackerConfig(host="127.0.0.1", port=0, http_server="granian"), clock=clock)
     try:
@@ -130,6 +122,30 @@ async def test_granian_refuses_garbage_and_keeps_serving(clock):
                         % tp.build_announce_url("/announce", req).encode())
         assert ok.startswith(b"HTTP/1.0 200 ") and b"8:intervali" in ok
     finally:
+        await running.close()
+
+
+async def test_granian_answers_while_a_thousand_clients_connect_and_send_nothing(clock):
+    """granian's own cap on open connections (its `backpressure`, by default the backlog:
+    1,024) let that many silent clients shut every other one out until its header timeout
+    (5 s); the tracker's cap is the descriptor limit."""
+    silent_count = 1100
+    needed = 2 * silent_count + 300
+    if allow_open_files(needed) < needed:
+        pytest.skip(f"this machine allows fewer than {needed} open files")
+    running = await start_tracker(TrackerConfig(host="127.0.0.1", port=0, http_server="granian"), clock=clock)
+    silent = []
+    try:
+        for _ in range(silent_count):
+            silent.append(socket.create_connection(("127.0.0.1", running.port), timeout=2))
+        req = AnnounceRequest(IH, peer_id(1), 20001)
+        started = time.monotonic()
+        ok = await asyncio.wait_for(_raw(running.port, b"GET %s HTTP/1.0\r\n\r\n"
+                                         % tp.build_announce_url("/announce", req).encode()), 2)
+        assert ok.startswith(b"HTTP/1.0 200 ") and time.monotonic() - started < HEADER_SECONDS - 2
+    finally:
+        for sock in silent:
+            sock.close()
         await running.close()
 
 
