@@ -29,6 +29,7 @@ from peer.torrent import Torrent, TorrentError
 
 log = logging.getLogger("swarm.peer")
 
+INTERRUPTED = 130      # the exit status of a download stopped before it was complete
 KNOWN_ERRORS = (MetainfoError, StorageError, ClientError, TorrentError, OSError)
 
 
@@ -106,12 +107,12 @@ def create(path: Path, trackers, piece_length, web_seeds, comment, output) -> No
 
 
 def common_peer_options(f):
-    f = click.option("--port", type=int, default=None,
+    f = click.option("--port", type=click.IntRange(0, 65535), default=None,
                      help="Listening port (default 6881 or the next free one; 0 = any).")(f)
     f = click.option("--host", default=None, help="Listen address (default: all interfaces).")(f)
     f = click.option("--upload-limit", type=RATE, default=None, help="e.g. 2MiB (per second, whole process).")(f)
     f = click.option("--download-limit", type=RATE, default=None, help="e.g. 500KiB.")(f)
-    f = click.option("--max-peers", type=int, default=50, show_default=True, help="Connections per torrent.")(f)
+    f = click.option("--max-peers", type=click.IntRange(min=1), default=50, show_default=True, help="Connections per torrent.")(f)
     f = click.option("--no-lsd", is_flag=True, help="No Local Service Discovery (BEP 14).")(f)
     f = click.option("--wait-for", "gate", type=click.Path(path_type=Path), default=None, hidden=True,
                      help="Benchmarks: listen at once, start the torrent when this file exists.")(f)
@@ -144,7 +145,7 @@ def seed(torrent: str, path: Path, **opts) -> None:
     if meta.multi_file != path.is_dir():
         fail(f"{path}: the torrent holds a {'folder' if meta.multi_file else 'single file'}")
     meta = _renamed(meta, path.name)
-    _run(meta, path.parent, seed=True, mode="p2p", must_exist=True, **opts)
+    _run(meta, path.parent, seed=True, mode="p2p", seed_only=True, **opts)
 
 
 def _renamed(meta: Metainfo, name: str) -> Metainfo:
@@ -188,14 +189,15 @@ def _config(opts: dict) -> ClientConfig:
     return config
 
 
-def _run(meta: Metainfo, root: Path, *, seed: bool, mode: str, must_exist: bool = False, **opts) -> None:
+def _run(meta: Metainfo, root: Path, *, seed: bool, mode: str, seed_only: bool = False, **opts) -> None:
     config = _config(opts)
     try:
-        code = run_loop(_session(meta, root, config, seed=seed, mode=mode, gate=opts.get("gate")))
+        code = run_loop(_session(meta, root, config, seed=seed, mode=mode, seed_only=seed_only,
+                                 gate=opts.get("gate")))
     except KNOWN_ERRORS as exc:
         fail(_describe(exc))
-    except KeyboardInterrupt:
-        code = 0
+    except KeyboardInterrupt:       # before the daemon's own handlers were in place
+        code = INTERRUPTED
     sys.exit(code)
 
 
@@ -224,7 +226,7 @@ def _describe(exc: BaseException) -> str:
 
 
 async def _session(meta: Metainfo, root: Path, config: ClientConfig, *, seed: bool, mode: str,
-                   gate: Path | None = None) -> int:
+                   seed_only: bool = False, gate: Path | None = None) -> int:
     loop = asyncio.get_running_loop()
     stop = daemon_loop_setup()
     client = Client(config)
@@ -236,7 +238,7 @@ async def _session(meta: Metainfo, root: Path, config: ClientConfig, *, seed: bo
             while not gate.exists() and not stop.is_set():
                 await asyncio.sleep(0.01)
         started = loop.time()
-        torrent = await client.add_torrent(meta, root, mode=mode)
+        torrent = await client.add_torrent(meta, root, mode=mode, seed_only=seed_only)
         target = root / meta.name
         progress = ProgressReporter()
         if not torrent.complete.is_set():
@@ -246,8 +248,10 @@ async def _session(meta: Metainfo, root: Path, config: ClientConfig, *, seed: bo
         if torrent.error:
             click.echo(f"swarm-peer: error: {torrent.error}", err=True)
             return 2
-        if not torrent.complete.is_set():
-            return 0  # interrupted
+        if not torrent.complete.is_set():     # stopped by Ctrl-C or SIGTERM: say so, and fail
+            click.echo(f"{meta.name}: interrupted at {torrent.status().have}/{meta.num_pieces} pieces;"
+                       f" the same command resumes it", err=True)
+            return INTERRUPTED
         click.echo(f"complete: {target.resolve()} ({loop.time() - started:.2f} s)")
         sys.stdout.flush()
         if seed and not stop.is_set():

@@ -139,7 +139,7 @@ class Client:
             torrent.add_peers([address], "lsd")
 
     async def add_torrent(self, meta: Metainfo, root: Path, *, mode: str = "p2p",
-                          verify: bool = True) -> Torrent:
+                          verify: bool = True, seed_only: bool = False) -> Torrent:
         if meta.info_hash in self.torrents:
             raise ClientError(f"{meta.name} is already in this daemon")
         storage = Storage(meta, Path(root), memory=self.piece_memory)
@@ -157,7 +157,7 @@ class Client:
                 torrent.extra_sources.append(WebSeed(url))
         self.torrents[meta.info_hash] = torrent
         try:
-            await torrent.start(verify=verify)
+            await torrent.start(verify=verify, seed_only=seed_only)
         except BaseException:
             self.torrents.pop(meta.info_hash, None)
             raise

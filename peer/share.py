@@ -51,7 +51,7 @@ async def share(paths: Sequence[str | os.PathLike], trackers: Sequence[str],
         torrent_path = out_dir / f"{meta.name}.torrent"
         if not _same_torrent(torrent_path, meta):
             _write_atomically(torrent_path, data)
-        await client.add_torrent(meta, path.parent)
+        await client.add_torrent(meta, path.parent, seed_only=True)
         shared.append(Shared(meta.name, meta.total_length, meta.info_hash, torrent_path))
     return shared
 

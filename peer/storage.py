@@ -169,17 +169,19 @@ class Storage:
         return spans
 
     # -- life cycle --------------------------------------------------------------------
-    async def open(self, create: bool = True) -> None:
-        """Create folders and full-size sparse files (create=True), then open them all."""
+    async def open(self, create: bool = True, read_only: bool = False) -> None:
+        """Create folders and full-size sparse files (create=True), then open them all;
+        read_only: open what is there for reading only, change nothing (seeding)."""
         if self._opened:
             return
         # One thread hop for all of it: a torrent of thousands of files would otherwise hold
         # the event loop (and every other torrent of a daemon) through its path checks.
-        self._fds, self._found = await asyncio.to_thread(self._open_sync, create)
+        self._fds, self._found = await asyncio.to_thread(self._open_sync, create and not read_only,
+                                                         read_only)
         self._direct = DirectWrites()
         self._opened = True
 
-    def _open_sync(self, create: bool) -> tuple[list[int | None], list[int]]:
+    def _open_sync(self, create: bool, read_only: bool) -> tuple[list[int | None], list[int]]:
         self._check_paths()
         if create:
             for folder in sorted({p.parent for p in self.paths} | {self.root}):
@@ -187,7 +189,7 @@ class Storage:
                     os.makedirs(folder, exist_ok=True)
                 except OSError as exc:
                     raise _error(exc, "creating folder", folder) from None
-        return self._open_files(create)
+        return self._open_files(create, read_only)
 
     def _check_paths(self) -> None:
         root = self.root.resolve()
@@ -199,7 +201,7 @@ class Storage:
             if not resolved.is_relative_to(root):
                 raise StorageError(f"refusing {path}: it leads outside {self.root} (symlink?)")
 
-    def _open_files(self, create: bool) -> tuple[list[int | None], list[int]]:
+    def _open_files(self, create: bool, read_only: bool = False) -> tuple[list[int | None], list[int]]:
         allow_open_files(2 * len(self.paths) + 64)    # (and one O_DIRECT each, maybe)
         fds: list[int | None] = []
         found: list[int] = []
@@ -209,7 +211,7 @@ class Storage:
                 try:
                     if create:
                         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-                    elif os.access(path, os.W_OK):
+                    elif not read_only and os.access(path, os.W_OK):
                         fd = os.open(path, os.O_RDWR)
                     else:
                         fd = os.open(path, os.O_RDONLY)

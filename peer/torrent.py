@@ -145,14 +145,21 @@ class Torrent:
         self._stopping = False
 
     # -- life cycle -----------------------------------------------------------------
-    async def start(self, verify: bool = True) -> None:
-        """Verify what is on disk, then begin exchanging pieces."""
-        await self.storage.open()
+    async def start(self, verify: bool = True, seed_only: bool = False) -> None:
+        """Verify what is on disk, then begin exchanging pieces. seed_only: the data is the
+        user's own, opened read-only; unless all of it matches, refuse (and change nothing)."""
+        await self.storage.open(read_only=seed_only)
         if verify:
             for index in await self.storage.verify():
                 self._mark_have(index)
         if self.left == 0:
             self.complete.set()
+        elif seed_only:
+            await self.storage.close()
+            have = sum(self.picker.have)
+            raise TorrentError(f"{self.meta.name}: only {have}/{self.meta.num_pieces} pieces of the data "
+                               f"match the torrent, so it is not seeded (nothing was changed; "
+                               f"`swarm-peer get` would complete it)")
         self.spawn(self._connector())
         self.spawn(self._choke_loop())
         for announcer in self.announcers:

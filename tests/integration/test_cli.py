@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import subprocess
 import sys
 
@@ -154,3 +155,48 @@ def test_create_takes_a_piece_length_with_units_and_refuses_a_bad_one(tmp_path):
         refused = swarm_peer("create", src, "--piece-length", bad, "-o", tmp_path / "b.torrent")
         assert refused.returncode != 0 and says in refused.stderr
         assert "Traceback" not in refused.stderr and not (tmp_path / "b.torrent").exists()
+
+
+def test_seed_refuses_data_that_does_not_match_and_changes_nothing(tmp_path):
+    src = make_file(tmp_path / "src" / "movie.bin", 300_000, seed=21)
+    torrent = tmp_path / "movie.torrent"
+    assert swarm_peer("create", src, "--tracker", "http://127.0.0.1:9/announce", "-o", torrent).returncode == 0
+    other = make_file(tmp_path / "mine" / "important.iso", 500_000, seed=22)   # not the torrent's
+    before = sha1_of(other)
+    result = swarm_peer("seed", torrent, other, "--port", "0", "--host", "127.0.0.1")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "only 0/" in result.stderr and "not seeded (nothing was changed" in result.stderr
+    assert other.stat().st_size == 500_000 and sha1_of(other) == before
+    folder = tmp_path / "tree"
+    make_file(folder / "a.bin", 10, seed=23)
+    assert swarm_peer("create", folder, "--tracker", "http://127.0.0.1:9/announce", "-o",
+                      tmp_path / "tree.torrent").returncode == 0
+    (folder / "a.bin").unlink()                        # a missing file is not created either
+    result = swarm_peer("seed", tmp_path / "tree.torrent", folder, "--port", "0", "--host", "127.0.0.1")
+    assert result.returncode == 2 and "only 0/1 pieces" in result.stderr
+    assert list(folder.iterdir()) == []
+
+
+def test_peer_options_out_of_range_are_one_line(tmp_path):
+    src = make_file(tmp_path / "src" / "f.bin", 1000, seed=24)
+    torrent = tmp_path / "f.torrent"
+    assert swarm_peer("create", src, "--tracker", "http://127.0.0.1:9/announce", "-o", torrent).returncode == 0
+    for option in (("--port", "70000"), ("--port", "-1"), ("--max-peers", "0")):
+        result = swarm_peer("get", torrent, "-o", tmp_path / "out", "--host", "127.0.0.1", *option)
+        assert result.returncode == 2 and "Traceback" not in result.stderr
+        assert f"Invalid value for '{option[0]}'" in result.stderr
+
+
+def test_an_interrupted_download_says_so_and_fails(tmp_path, processes):
+    import signal
+    src = make_file(tmp_path / "src" / "f.bin", 100_000, seed=25)
+    torrent = tmp_path / "f.torrent"
+    assert swarm_peer("create", src, "--tracker", "http://127.0.0.1:9/announce", "-o", torrent).returncode == 0
+    log = tmp_path / "get.log"
+    proc = start_process(["-m", "peer", "get", torrent, "-o", tmp_path / "out", "--port", "0",
+                          "--host", "127.0.0.1", "--no-seed"], log)     # no seed anywhere: waits
+    processes.append(proc)
+    wait_for_line(log, r"pieces on disk, downloading", proc, 30)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=20) == 130
+    assert re.search(r"f\.bin: interrupted at 0/\d+ pieces; the same command resumes it", log.read_text())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import hashlib
 import os
 import subprocess
@@ -220,6 +221,24 @@ async def test_verify_missing_and_short_files(tmp_path):
     assert await st.verify() == set()
     assert (tmp_path / "multi" / "sub" / "deeper" / "c.bin").stat().st_size == 30000
     await st.close()
+
+
+async def test_read_only_open_changes_nothing_and_cannot_write(tmp_path):
+    st = Storage(META, tmp_path)
+    await st.open()
+    await store_if_valid(st, 0, piece(0))
+    await store_if_valid(st, 1, piece(1))
+    await st.close()
+    (tmp_path / "multi" / "d.bin").unlink()
+    with open(tmp_path / "multi" / "a.bin", "ab") as f:
+        f.write(b"longer than the torrent says")
+    sizes = {p: p.stat().st_size for p in (tmp_path / "multi").rglob("*") if p.is_file()}
+    st = Storage(META, tmp_path)
+    await st.open(read_only=True)                   # (seeding the user's own data)
+    assert await st.verify() == {0}                 # d.bin is in piece 1 only
+    assert all(fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_RDONLY for fd in st._fds if fd is not None)
+    await st.close()
+    assert {p: p.stat().st_size for p in (tmp_path / "multi").rglob("*") if p.is_file()} == sizes
 
 
 async def store_if_valid(st: Storage, index: int, data, *, keep_cached: bool = True) -> bool:
