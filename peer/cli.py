@@ -159,7 +159,11 @@ def _renamed(meta: Metainfo, name: str) -> Metainfo:
 def _load(source: str) -> Metainfo:
     try:
         if source.startswith(("http://", "https://")):
-            return parse_metainfo(asyncio.run(_fetch(source)))
+            data = asyncio.run(_fetch(source))
+            try:
+                return parse_metainfo(data)
+            except MetainfoError as exc:
+                fail(f"{source}: {exc}")
         return load_metainfo(source)
     except MetainfoError as exc:
         fail(str(exc))
@@ -175,7 +179,9 @@ async def _fetch(url: str) -> bytes:
                 if resp.status != 200:
                     raise UserError(f"{url}: HTTP {resp.status}")
                 return await resp.content.read(16 * 1024 * 1024)
-    except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+    except aiohttp.InvalidURL:          # (its text is the URL alone)
+        raise UserError(f"{url}: not a usable URL") from None
+    except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as exc:
         raise UserError(f"{url}: {exc or type(exc).__name__}") from None
 
 

@@ -114,7 +114,11 @@ class Client:
             except OSError as exc:
                 last_error = exc
         if self._server is None:
-            raise ClientError(f"cannot listen on port {ports[-1]}: {last_error.strerror if last_error else '?'}")
+            where = (f"port {ports[0]}" if len(ports) == 1
+                     else f"ports {ports[0]}-{ports[-2]} or any other")
+            host = f" of {self.config.host}" if self.config.host else ""
+            raise ClientError(f"cannot listen on {where}{host}: "
+                              f"{_reason(last_error) if last_error else '?'}")
         self.port = self._server.sockets[0].getsockname()[1]
         if self.config.lsd:
             self.lsd = LocalDiscovery(self.port, self._lsd_found, interval=self.config.lsd_interval)
@@ -185,3 +189,8 @@ class _Refuse(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport.abort()
+
+
+def _reason(exc: OSError) -> str:
+    """The system's words for a failed bind (asyncio's own wrap repeats the address)."""
+    return os.strerror(exc.errno) if exc.errno else str(exc)

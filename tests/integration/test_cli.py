@@ -200,3 +200,21 @@ def test_an_interrupted_download_says_so_and_fails(tmp_path, processes):
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=20) == 130
     assert re.search(r"f\.bin: interrupted at 0/\d+ pieces; the same command resumes it", log.read_text())
+
+
+def test_unusable_url_and_busy_port_are_said_plainly(tmp_path):
+    import socket
+    result = swarm_peer("get", "http://127.0.0.1:99999/x.torrent", "-o", tmp_path / "out")
+    assert result.returncode == 2
+    assert result.stderr.strip() == "swarm-peer: error: http://127.0.0.1:99999/x.torrent: not a usable URL"
+    src = make_file(tmp_path / "src" / "f.bin", 1000, seed=26)
+    torrent = tmp_path / "f.torrent"
+    assert swarm_peer("create", src, "--tracker", "http://127.0.0.1:9/announce", "-o", torrent).returncode == 0
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = swarm_peer("get", torrent, "-o", tmp_path / "out", "--host", "127.0.0.1", "--port", port)
+    assert result.returncode == 2
+    assert result.stderr.strip() == (f"swarm-peer: error: cannot listen on port {port} of 127.0.0.1: "
+                                     f"Address already in use")
