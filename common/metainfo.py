@@ -18,6 +18,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from common.bencoding import BencodeError, bdecode, bdecode_with_spans, bencode
 
@@ -493,9 +494,38 @@ def _check_creatable(name: str, shown: str) -> None:
 
 
 def _check_url(url: str, what: str) -> str:
+    """A URL we are about to write into a new torrent must be one a client can use.
+
+    Parsing stays lenient (torrents in the wild list junk trackers; the announcer skips
+    them), but we never create such a torrent ourselves.
+    """
     if not isinstance(url, str) or not url.strip():
         raise MetainfoError(f"{what} URL must be a non-empty string, got {url!r}")
-    return url.strip()
+    url = url.strip()
+    problem = _url_problem(url, tracker=what == "tracker")
+    if problem:
+        raise MetainfoError(f"{what} URL {url!r}: {problem}")
+    return url
+
+
+def _url_problem(url: str, tracker: bool) -> str | None:
+    """Why no client could connect to this URL (scheme, host, port), or None."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:  # "Port out of range 0-65535", "Invalid IPv6 URL", ...
+        return str(exc)
+    if not parts.scheme:
+        return "needs a scheme such as http://"
+    if not parts.hostname:
+        return "has no host"
+    if any(c.isspace() or not c.isprintable() for c in parts.hostname):
+        return f"host {parts.hostname!r} is not a valid host name"
+    if port == 0:
+        return "port 0 cannot be connected to"
+    if port is None and tracker and parts.scheme == "udp":  # BEP 15 has no default port
+        return "needs a port (udp://host:port)"
+    return None
 
 
 def _hash_pieces(files: list[tuple[Path, int]], piece_length: int) -> bytes:

@@ -32,6 +32,27 @@ class AnnounceError(Exception):
     """This tracker did not give us peers this time (unreachable, failure reason, garbage)."""
 
 
+def url_problem(url: str) -> str | None:
+    """Why we can never announce to this URL (scheme, host, port), or None.
+
+    Parsed the way _http (yarl) and _udp (urlsplit) will parse it, so a URL that passes
+    cannot raise ValueError there (port out of range, broken IPv6 brackets, bad port).
+    """
+    try:
+        parts = urlsplit(url)
+        if parts.scheme in ("http", "https"):
+            if not URL(url).host:
+                return "bad tracker URL: no host"
+        elif parts.scheme == "udp":
+            if not parts.hostname or not parts.port:
+                return "udp tracker URL needs a host and a port"
+        else:
+            return f"unsupported tracker scheme {parts.scheme!r}"
+    except ValueError as exc:
+        return f"bad tracker URL: {exc}"
+    return None
+
+
 class Announcer:
     def __init__(self, tiers, *, peer_id: bytes, port: int, numwant: int = 50,
                  http_timeout: float = 10.0, udp_timeouts: tuple[float, ...] = (2.0, 4.0, 8.0),
@@ -50,6 +71,7 @@ class Announcer:
         self._event: str = "started"
         self._wake = asyncio.Event()
         self._udp_ids: dict[tuple, tuple[int, float]] = {}  # (host, port) -> (connection id, when)
+        self._url_problems: dict[str, str | None] = {}  # tracker URL -> why it is unusable, or None
         self._session: aiohttp.ClientSession | None = None
 
     # -- the loop the torrent runs -----------------------------------------------------
@@ -126,12 +148,20 @@ class Announcer:
         raise AnnounceError("; ".join(errors) or "no trackers")
 
     async def announce_to(self, url: str, req: AnnounceRequest) -> AnnounceResponse:
-        scheme = urlsplit(url).scheme
-        if scheme in ("http", "https"):
+        if url not in self._url_problems:
+            self._url_problems[url] = url_problem(url)
+            if self._url_problems[url]:
+                # Torrents in the wild list junk trackers: say so once, then skip it quietly.
+                log.warning("tracker %s skipped: %s", url, self._url_problems[url])
+        problem = self._url_problems[url]
+        if problem:
+            raise AnnounceError(problem)
+        try:
+            if urlsplit(url).scheme == "udp":
+                return await self._udp(url, req)
             return await self._http(url, req)
-        if scheme == "udp":
-            return await self._udp(url, req)
-        raise AnnounceError(f"unsupported tracker scheme {scheme!r}")
+        except ValueError as exc:  # a parse the check above did not foresee: still this tracker only
+            raise AnnounceError(f"bad tracker URL: {exc}") from None
 
     async def _http(self, url: str, req: AnnounceRequest) -> AnnounceResponse:
         if self._session is None:

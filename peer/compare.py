@@ -283,6 +283,21 @@ def _parse_counts(text: str | None, default: int) -> list[int]:
     return sorted(set(counts))
 
 
+def _check_out_dir(out: Path) -> None:
+    """Refuse an --out folder we could not make before measuring for minutes, not after."""
+    if out.exists() or out.is_symlink():
+        if not out.is_dir():
+            raise CompareError(f"--out {out}: exists and is not a folder")
+        if not os.access(out, os.W_OK | os.X_OK):
+            raise CompareError(f"--out {out}: folder is not writable")
+        return
+    parent = next(p for p in out.absolute().parents if p.exists() or p.is_symlink())
+    if not parent.is_dir():
+        raise CompareError(f"--out {out}: cannot make it, {parent} is not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise CompareError(f"--out {out}: cannot make it, {parent} is not writable")
+
+
 def _rate(value: int | None) -> float | None:
     """0 and None mean unlimited."""
     return float(value) if value else None
@@ -307,6 +322,7 @@ def run_compare(file: Path | None = None, peers: int = 8, upload_limit: int | No
         if file_size < 1:
             raise CompareError("--size must be at least 1 byte")
     out = Path(out_dir)
+    _check_out_dir(out)
     if model_only:
         return _model_only(file_size, counts, mode_list, caps, out, echo)
     if file_size > 4 << 30:
@@ -341,13 +357,16 @@ def run_compare(file: Path | None = None, peers: int = 8, upload_limit: int | No
                 echo(f"compare: {mode}, N = {n}: {_summary(result)}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    out.mkdir(parents=True, exist_ok=True)
     table = format_tables(results, caps)
     echo(table)
-    (out / "table.txt").write_text(table + "\n")
-    _write_json(out / "results.json", results, caps, file_size)
-    _write_csv(out / "results.csv", results)
-    charts = write_charts(out, results, caps, file_size)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "table.txt").write_text(table + "\n")
+        _write_json(out / "results.json", results, caps, file_size)
+        _write_csv(out / "results.csv", results)
+        charts = write_charts(out, results, caps, file_size)
+    except OSError as exc:  # checked before measuring, but the disk may have filled up since
+        raise CompareError(f"cannot write the results to {out}: {exc.strerror or exc}") from None
     echo(f"compare: wrote {', '.join(str(p) for p in [out / 'table.txt', out / 'results.json', out / 'results.csv', *charts])}")
     return all(r.ok for r in results)
 
@@ -516,7 +535,10 @@ def _model_only(size: int, counts: list[int], modes: list[str], caps: Capacities
     widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
     for r in table:
         echo("  ".join(c.rjust(w) for c, w in zip(r, widths)))
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "model.json").write_text(json.dumps({"capacities": asdict(caps), "rows": rows}, indent=2) + "\n")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "model.json").write_text(json.dumps({"capacities": asdict(caps), "rows": rows}, indent=2) + "\n")
+    except OSError as exc:
+        raise CompareError(f"cannot write the results to {out}: {exc.strerror or exc}") from None
     echo(f"compare: wrote {out / 'model.json'}")
     return True

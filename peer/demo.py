@@ -16,14 +16,37 @@ from pathlib import Path
 
 import click
 
+from peer.cli import UserError
 from peer.processes import LocalProcess, sha1_file, stop_all, wait_for_line
 
 SAMPLE = Path(__file__).resolve().parent.parent / "sample_files"
 HOST = "127.0.0.1"
 
 
-class DemoError(Exception):
-    pass
+class DemoError(UserError):
+    """The demo cannot run or a step failed: one line, never a traceback.
+
+    A UserError, so what run_demo refuses up front reaches the user as the CLI's one-line error.
+    """
+
+
+def _check_input(peers: int, path: Path | None, workdir: Path | None) -> None:
+    """Refuse bad options before any process starts, rather than fail halfway through."""
+    if peers < 1:
+        raise DemoError(f"--peers must be at least 1, got {peers}")
+    if path is not None:
+        if path.is_dir():
+            raise DemoError(f"--file {path}: is a folder; the demo shares one file")
+        if not path.is_file():
+            raise DemoError(f"--file {path}: not a regular file")
+        try:
+            with open(path, "rb") as f:
+                if not f.read(1):
+                    raise DemoError(f"--file {path}: is empty, nothing to share")
+        except OSError as exc:
+            raise DemoError(f"--file {path}: {exc.strerror or exc}") from None
+    if workdir is not None and (workdir.exists() or workdir.is_symlink()) and not workdir.is_dir():
+        raise DemoError(f"--workdir {workdir}: exists and is not a folder")
 
 
 def _default_file(workdir: Path) -> Path:
@@ -36,9 +59,14 @@ def _default_file(workdir: Path) -> Path:
 
 def run_demo(peers: int = 5, path: Path | None = None, workdir: Path | None = None,
              timeout: float = 300.0) -> bool:
+    """True when every peer's copy equals the original; DemoError for bad input, before anything runs."""
+    _check_input(peers, path, workdir)
     keep = workdir is not None
-    work = Path(workdir or tempfile.mkdtemp(prefix="swarm-demo-"))
-    work.mkdir(parents=True, exist_ok=True)
+    try:
+        work = Path(workdir or tempfile.mkdtemp(prefix="swarm-demo-"))
+        work.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DemoError(f"cannot make {workdir or 'a temporary folder'}: {exc.strerror or exc}") from None
     procs: list[LocalProcess] = []
     try:
         src = path or _default_file(work)
@@ -50,8 +78,12 @@ def run_demo(peers: int = 5, path: Path | None = None, workdir: Path | None = No
         announce = f"http://{HOST}:{port}/announce"
         click.echo(f"demo: tracker at {announce}")
         torrent = work / f"{src.name}.torrent"
-        subprocess.run([sys.executable, "-m", "peer", "create", str(src), "--tracker", announce,
-                        "-o", str(torrent)], check=True, stdout=subprocess.DEVNULL)
+        made = subprocess.run([sys.executable, "-m", "peer", "create", str(src), "--tracker", announce,
+                               "-o", str(torrent)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              stdin=subprocess.DEVNULL, text=True, errors="replace")
+        if made.returncode != 0:
+            said = made.stderr.strip().splitlines() or [f"exit status {made.returncode}"]
+            raise DemoError(f"creating the torrent failed: {said[-1]}")
         seed = LocalProcess("seed", ["-m", "peer", "seed", str(torrent), str(src), "--port", "0",
                                      "--host", HOST], work / "seed.log")
         procs.append(seed)
@@ -80,6 +112,9 @@ def run_demo(peers: int = 5, path: Path | None = None, workdir: Path | None = No
         return ok
     except DemoError as exc:
         click.echo(f"demo: {exc}")
+        return False
+    except OSError as exc:  # e.g. the file went away or the folder filled up mid-demo
+        click.echo(f"demo: {exc.filename + ': ' if exc.filename else ''}{exc.strerror or exc}")
         return False
     finally:
         stop_all(procs)
