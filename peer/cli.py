@@ -8,6 +8,7 @@ with its traceback and exits with status 1.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import gc
 import logging
@@ -244,9 +245,23 @@ async def _session(meta: Metainfo, root: Path, config: ClientConfig, *, seed: bo
             while not gate.exists() and not stop.is_set():
                 await asyncio.sleep(0.01)
         started = loop.time()
-        torrent = await client.add_torrent(meta, root, mode=mode, seed_only=seed_only)
-        target = root / meta.name
         progress = ProgressReporter()
+        adding = asyncio.ensure_future(client.add_torrent(
+            meta, root, mode=mode, seed_only=seed_only,
+            on_check=lambda done, total: progress.checking(meta.name, done, total)))
+        stopping = asyncio.ensure_future(stop.wait())
+        await asyncio.wait([adding, stopping], return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if not adding.done():                   # Ctrl-C while checking what is on disk
+            adding.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await adding
+            progress.finish()
+            click.echo(f"{meta.name}: interrupted while checking the data on disk", err=True)
+            return INTERRUPTED
+        progress.finish()
+        torrent = adding.result()
+        target = root / meta.name
         if not torrent.complete.is_set():
             click.echo(f"{meta.name}: {torrent.status().have}/{meta.num_pieces} pieces on disk, downloading")
             await _watch(torrent, progress, stop)

@@ -12,6 +12,7 @@ import os
 import random
 import signal
 import string
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -143,7 +144,8 @@ class Client:
             torrent.add_peers([address], "lsd")
 
     async def add_torrent(self, meta: Metainfo, root: Path, *, mode: str = "p2p",
-                          verify: bool = True, seed_only: bool = False) -> Torrent:
+                          verify: bool = True, seed_only: bool = False,
+                          on_check: Callable[[int, int], None] | None = None) -> Torrent:
         if meta.info_hash in self.torrents:
             raise ClientError(f"{meta.name} is already in this daemon")
         storage = Storage(meta, Path(root), memory=self.piece_memory)
@@ -161,7 +163,7 @@ class Client:
                 torrent.extra_sources.append(WebSeed(url))
         self.torrents[meta.info_hash] = torrent
         try:
-            await torrent.start(verify=verify, seed_only=seed_only)
+            await torrent.start(verify=verify, seed_only=seed_only, on_check=on_check)
         except BaseException:
             self.torrents.pop(meta.info_hash, None)
             raise

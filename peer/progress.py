@@ -35,6 +35,7 @@ class ProgressReporter:
         self.width = width
         self._last = 0.0
         self._drawn = False
+        self._check_started: float | None = None
 
     def update(self, st: Status, force: bool = False) -> None:
         now = time.monotonic()
@@ -47,6 +48,23 @@ class ProgressReporter:
         elif force or now - self._last >= self.every:
             self._last = now
             self.out.write(f"{st.name}: {status_line(st)}\n")
+            self.out.flush()
+
+    def checking(self, name: str, done: int, total: int) -> None:
+        """The check of what is already on disk: pieces hashed so far (from 1 s on: a quick
+        check says nothing)."""
+        now = time.monotonic()
+        if self._check_started is None:
+            self._check_started = now
+        if now - self._check_started < 1.0:
+            return
+        if self.tty:
+            self.out.write(f"\r{name}: checking {done}/{total} pieces  ")
+            self.out.flush()
+            self._drawn = True
+        elif now - self._last >= self.every:
+            self._last = now
+            self.out.write(f"{name}: checking {done}/{total} pieces\n")
             self.out.flush()
 
     def finish(self) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Iterable
 
@@ -145,12 +146,19 @@ class Torrent:
         self._stopping = False
 
     # -- life cycle -----------------------------------------------------------------
-    async def start(self, verify: bool = True, seed_only: bool = False) -> None:
+    async def start(self, verify: bool = True, seed_only: bool = False,
+                    on_check: Callable[[int, int], None] | None = None) -> None:
         """Verify what is on disk, then begin exchanging pieces. seed_only: the data is the
-        user's own, opened read-only; unless all of it matches, refuse (and change nothing)."""
+        user's own, opened read-only; unless all of it matches, refuse (and change nothing).
+        on_check(done, total): the check's progress (a big file takes a while)."""
         await self.storage.open(read_only=seed_only)
         if verify:
-            for index in await self.storage.verify():
+            try:
+                good = await self.storage.verify(on_check)
+            except BaseException:       # cancelled (Ctrl-C while checking) or a read error
+                await self.storage.close()
+                raise
+            for index in good:
                 self._mark_have(index)
         if self.left == 0:
             self.complete.set()
