@@ -200,16 +200,23 @@ class Announcer:
         except OSError as exc:
             raise AnnounceError(str(exc)) from None
         try:
-            conn_id = await self._udp_connection_id(stream, target)
-            tid = self.rng.getrandbits(32)
-            packet = tp.encode_udp(tp.UdpAnnounceRequest(
-                connection_id=conn_id, transaction_id=tid, info_hash=req.info_hash,
-                peer_id=req.peer_id, downloaded=req.downloaded, left=req.left,
-                uploaded=req.uploaded, event=tp.UDP_EVENTS[req.event], ip=0, key=req.key or 0,
-                num_want=req.numwant if req.numwant is not None else -1, port=req.port))
-            reply = await self._udp_exchange(stream, packet, tid, ipv6)
-            if isinstance(reply, tp.UdpError):
+            # An id kept from an earlier announce came to another socket (another port): a
+            # tracker that ties ids to the port refuses it, so once more with a new one.
+            for _ in range(2):
+                conn_id, reused = await self._udp_connection_id(stream, target)
+                tid = self.rng.getrandbits(32)
+                packet = tp.encode_udp(tp.UdpAnnounceRequest(
+                    connection_id=conn_id, transaction_id=tid, info_hash=req.info_hash,
+                    peer_id=req.peer_id, downloaded=req.downloaded, left=req.left,
+                    uploaded=req.uploaded, event=tp.UDP_EVENTS[req.event], ip=0, key=req.key or 0,
+                    num_want=req.numwant if req.numwant is not None else -1, port=req.port))
+                reply = await self._udp_exchange(stream, packet, tid, ipv6)
+                if not isinstance(reply, tp.UdpError):
+                    break
                 self._udp_ids.pop(target, None)
+                if not reused:
+                    break
+            if isinstance(reply, tp.UdpError):
                 raise AnnounceError(f"tracker said: {reply.message}")
             if not isinstance(reply, tp.UdpAnnounceResponse):
                 raise AnnounceError("unexpected UDP reply")
@@ -218,11 +225,12 @@ class Announcer:
         finally:
             stream.close()
 
-    async def _udp_connection_id(self, stream, target) -> int:
+    async def _udp_connection_id(self, stream, target) -> tuple[int, bool]:
+        """(connection id, whether it is one kept from an earlier announce)."""
         loop = asyncio.get_running_loop()
         cached = self._udp_ids.get(target)
         if cached and loop.time() - cached[1] < 60:
-            return cached[0]
+            return cached[0], True
         tid = self.rng.getrandbits(32)
         reply = await self._udp_exchange(stream, tp.encode_udp(tp.UdpConnectRequest(tid)), tid, False)
         if isinstance(reply, tp.UdpError):
@@ -230,7 +238,7 @@ class Announcer:
         if not isinstance(reply, tp.UdpConnectResponse):
             raise AnnounceError("unexpected UDP reply to connect")
         self._udp_ids[target] = (reply.connection_id, loop.time())
-        return reply.connection_id
+        return reply.connection_id, False
 
     async def _udp_exchange(self, stream, packet: bytes, tid: int, ipv6: bool):
         """Send, wait, resend with growing timeouts (BEP 15), matching the transaction id."""

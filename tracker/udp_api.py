@@ -1,9 +1,10 @@
 """The tracker's UDP side (BEP 15): a sans-IO core plus a thin asyncio reader.
 
-Connection ids are a keyed hash of (client address, time slot), so they cost no
-memory: an id is accepted in its own slot and the next one, i.e. for one to two
-slot lengths (60-120 s with the default), which covers the minute BEP 15 lets a
-client use it.
+Connection ids are a keyed hash of (client IP, time slot), so they cost no memory. The
+IP, not the port: an id proves the client receives what is sent to its address, and
+clients that open a new socket (a new port) per request may use the id again (BEP 15
+allows that for a minute). An id is accepted in its own slot and the next one, i.e. for
+one to two slot lengths (60-120 s with the default), which covers that minute.
 
 No amplification: to an address that has not proven it receives our packets
 (no valid connection id yet), we never send more bytes than it sent us. Packets
@@ -55,11 +56,11 @@ class UdpTracker:
         # ids already checked in the current slot, so a client's next announces skip the hash
         self._slot = 0
         self._slot_end = 0.0      # when the current slot ends, and `_checked` with it
-        self._checked: dict[tuple, bytes] = {}
+        self._checked: dict[str, bytes] = {}     # client IP -> its id this slot
 
     def _id_bytes(self, addr: tuple, slot: int) -> bytes:
         mac = self._mac.copy()
-        mac.update(f"{addr[0]}|{addr[1]}|{slot}".encode())
+        mac.update(f"{addr[0]}|{slot}".encode())
         return mac.digest()
 
     def connection_id(self, addr: tuple, now: float, slot_offset: int = 0) -> int:
@@ -71,13 +72,14 @@ class UdpTracker:
             slot = self._slot = int(now // self.slot_seconds)
             self._slot_end = (slot + 1) * self.slot_seconds
             self._checked.clear()
-        if self._checked.get(addr) == connection_id:     # the usual case: one lookup
+        ip = addr[0]
+        if self._checked.get(ip) == connection_id:       # the usual case: one lookup
             return True
         slot = self._slot
         if (connection_id == self._id_bytes(addr, slot)
                 or connection_id == self._id_bytes(addr, slot - 1)):
             if len(self._checked) < CHECKED_IDS_MAX:
-                self._checked[addr] = connection_id
+                self._checked[ip] = connection_id
             return True
         return False
 

@@ -280,6 +280,20 @@ async def test_udp_connect_announce_scrape(tracker, http):
         stream.close()
 
 
+def test_udp_connection_id_holds_for_its_ip_from_any_port():
+    """Clients that open a new socket per announce reuse their id from another port."""
+    from tracker.registry import SwarmRegistry
+    from tracker.udp_api import UdpTracker
+    core = UdpTracker(SwarmRegistry(interval=60))
+    connect = core.handle(tp.encode_udp(tp.UdpConnectRequest(7)), ("127.0.0.1", 5000), 10.0)
+    cid = tp.decode_udp_response(connect).connection_id
+    for addr, tid in ((("127.0.0.1", 5001), 8), (("127.0.0.1", 5000), 9)):
+        assert isinstance(tp.decode_udp_response(core.handle(udp_announce(cid, 1, tid=tid), addr, 11.0)),
+                          tp.UdpAnnounceResponse)
+    refused = tp.decode_udp_response(core.handle(udp_announce(cid, 1, tid=10), ("::1", 5000), 11.0))
+    assert refused == tp.UdpError(10, "connection id expired")
+
+
 async def test_udp_connection_id_expires(tracker, clock):
     stream = await asyncio_dgram.connect(("127.0.0.1", tracker.port))
     try:
