@@ -22,6 +22,7 @@ from common.rates import TokenBucket
 from peer.announcer import Announcer
 from peer.connection import PeerConnection, Timeouts
 from peer.lsd import LocalDiscovery
+from peer.picker import PROCESS_OPEN_BYTES, OpenPieces
 from peer.storage import PROCESS_PIECE_BYTES, PieceMemory, Storage
 from peer.torrent import Limits, Torrent
 
@@ -84,6 +85,7 @@ class ClientConfig:
     lsd_interval: float = 60.0              # BEP 14: at most one announce a minute per torrent
     timeouts: Timeouts = field(default_factory=Timeouts.from_env)
     piece_memory: int = PROCESS_PIECE_BYTES  # read caches and spare buffers of all torrents
+    open_piece_bytes: int = PROCESS_OPEN_BYTES  # started, unverified pieces of all torrents
 
 
 class ClientError(Exception):
@@ -96,6 +98,7 @@ class Client:
         self.peer_id = make_peer_id()
         self.limits = Limits(TokenBucket(self.config.upload_limit), TokenBucket(self.config.download_limit))
         self.piece_memory = PieceMemory(self.config.piece_memory)
+        self.open_pieces = OpenPieces(self.config.open_piece_bytes)
         self.torrents: dict[bytes, Torrent] = {}
         self.port = 0
         self._server: asyncio.AbstractServer | None = None
@@ -152,7 +155,8 @@ class Client:
         use_peers = mode in ("p2p", "hybrid")
         torrent = Torrent(meta, storage, peer_id=self.peer_id, listen_port=self.port,
                           limits=self.limits, max_connections=self.config.max_connections_per_torrent,
-                          use_peers=use_peers, timeouts=self.config.timeouts)
+                          use_peers=use_peers, timeouts=self.config.timeouts,
+                          open_pieces=self.open_pieces)
         if use_peers and meta.announce_tiers:
             torrent.announcers.append(Announcer(meta.announce_tiers, peer_id=self.peer_id, port=self.port))
         if mode in ("central", "hybrid"):

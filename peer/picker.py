@@ -4,7 +4,8 @@ API (peers are opaque hashable keys, e.g. connection objects; blocks are
 ``(index, begin, length)`` tuples):
 
     picker = PiecePicker(num_pieces, piece_length, total_length, block_size=16384,
-                         random_first=4, rng=None, endgame_copies=2)
+                         random_first=4, rng=None, endgame_copies=2, shared=None)
+                                        # shared: the process's OpenPieces bound, if any
     picker.mark_have(i)                 # piece i is verified on disk (start-up or after hashing)
     picker.have                          # bytearray, 1 per verified piece
     picker.is_complete(); picker.missing_count
@@ -24,6 +25,7 @@ API (peers are opaque hashable keys, e.g. connection objects; blocks are
     picker.piece_failed(i) -> set[peer]  # the hash failed: who sent blocks; i is fetched again,
                                          # this time from a single peer so the next failure
                                          # names the liar
+    picker.close()                       # the torrent stops: its open pieces stop counting
 
 Order of preference in `pick`: (1) blocks of pieces this peer is already fetching, so a
 piece completes quickly and tends to come from one peer (which is what lets a bad piece
@@ -31,7 +33,8 @@ be pinned on its sender); (2) pieces nobody is fetching any more (their peer cho
 left); (3) a new piece: random while fewer than `random_first` pieces are verified (to
 have something to trade soon), else rarest first with a random tie-break; (4) spare
 blocks of pieces other peers are fetching. When too many pieces are open (their buffers
-cost memory), (4) comes before (3). (5) Endgame: once every missing piece is started
+cost memory), (4) comes before (3); past the process's bound (OpenPieces), (3) only for a
+torrent with no piece open. (5) Endgame: once every missing piece is started
 and this peer has nothing unrequested left, it gets blocks already in flight to others,
 each block asked from at most `endgame_copies` peers (2: one spare copy; a third cost
 the seed about 0.1 file copies in rate-capped swarms, benchmarks/compare_bench.py);
@@ -50,6 +53,7 @@ request maps are small. Only starting a new piece may scan a bucket.
 from __future__ import annotations
 
 import random
+import sys
 from dataclasses import dataclass, field
 from typing import Hashable, Iterable
 
@@ -58,6 +62,22 @@ Block = tuple[int, int, int]
 
 FREE, REQUESTED, RECEIVED = 0, 1, 2
 OPEN_BYTES_BUDGET = 64 * 1024 * 1024  # above this much in partial pieces, join before starting
+PROCESS_OPEN_BYTES = 256 * 1024 * 1024   # started pieces of all torrents of a process (OpenPieces)
+
+
+@dataclass(slots=True)
+class OpenPieces:
+    """Bytes of started, not yet verified pieces across all torrents of one process.
+
+    Each torrent's own budget (OPEN_BYTES_BUDGET) is soft: a peer that has none of the open
+    pieces still gets a new one rather than sit idle. A daemon downloading many torrents
+    would add those budgets up, so past `limit` a torrent that has a piece open starts no
+    other: its peers help with the open ones or wait. A torrent with none open may always
+    start one, so no torrent starves while another's slow pieces hold the budget.
+    """
+
+    limit: int = PROCESS_OPEN_BYTES
+    used: int = 0
 
 
 @dataclass(slots=True)
@@ -76,7 +96,8 @@ class _Partial:
 class PiecePicker:
     def __init__(self, num_pieces: int, piece_length: int, total_length: int, *,
                  block_size: int = 16384, random_first: int = 4,
-                 rng: random.Random | None = None, endgame_copies: int = 2) -> None:
+                 rng: random.Random | None = None, endgame_copies: int = 2,
+                 shared: OpenPieces | None = None) -> None:
         self.num_pieces = num_pieces
         self.piece_length = piece_length
         self.total_length = total_length
@@ -99,6 +120,8 @@ class PiecePicker:
         self._inflight: dict[Peer, dict[int, set[int]]] = {}  # peer -> piece -> block numbers
         self._refused: dict[Peer, dict[int, float]] = {}   # pieces a peer turned down, when
         self._max_open = max(4, OPEN_BYTES_BUDGET // max(1, piece_length))
+        self._shared = shared or OpenPieces(limit=sys.maxsize)
+        self._open_bytes = 0                        # this torrent's part of _shared.used
 
     # -- sizes ---------------------------------------------------------------------
     def piece_size(self, index: int) -> int:
@@ -207,10 +230,10 @@ class PiecePicker:
             p = self._partials[index]
             if bits[index] and not p.requesters:
                 self._take(peer, index, max_blocks, out)
-        crowded = len(self._partials) >= self._max_open
+        crowded = len(self._partials) >= self._max_open or not self._may_start()
         if crowded:
             self._join_others(peer, bits, max_blocks, out)            # (4) before (3)
-        while len(out) < max_blocks:                                   # (3)
+        while len(out) < max_blocks and self._may_start():             # (3)
             index = self._choose_new(bits)
             if index is None:
                 break
@@ -221,6 +244,16 @@ class PiecePicker:
         if len(out) < max_blocks and not self._unstarted_available():
             self._endgame(peer, bits, max_blocks, out)                # (5)
         return out
+
+    def _may_start(self) -> bool:
+        """The process-wide bound (OpenPieces): a torrent with no piece open may always start one."""
+        return self._shared.used < self._shared.limit or not self._partials
+
+    def close(self) -> None:
+        """The torrent stops: its open pieces no longer count against the process's bound."""
+        self._shared.used -= self._open_bytes
+        self._open_bytes = 0
+        self._shared = OpenPieces(limit=sys.maxsize)   # anything later counts here only
 
     def _join_others(self, peer: Peer, bits: bytearray, max_blocks: int, out: list) -> None:
         for index in list(self._with_free):
@@ -422,12 +455,18 @@ class PiecePicker:
         nb = self._num_blocks(index)
         p = _Partial(state=bytearray(nb), free=nb, single_source=index in self._single_source)
         self._partials[index] = p
+        size = self.piece_size(index)
+        self._open_bytes += size
+        self._shared.used += size
         if nb:
             self._with_free[index] = None
         return p
 
     def _drop_partial(self, index: int) -> None:
         p = self._partials.pop(index)
+        size = self.piece_size(index)
+        self._open_bytes -= size
+        self._shared.used -= size
         self._with_free.pop(index, None)
         for n, peers in p.requesters.items():
             for q in peers:

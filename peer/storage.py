@@ -79,7 +79,7 @@ class PieceMemory:
     which is right for one busy torrent but not for a daemon serving 100 at once. Past
     `limit`, a torrent keeps only MIN_CACHED pieces cached and no new spares: reads and
     fresh buffers cost more, memory does not grow. One per Client, shared by its Storages.
-    (Pieces being assembled or waiting for the disk are bounded per torrent, not here.)
+    (Pieces being assembled are bounded by the picker: picker.OpenPieces.)
     """
 
     def __init__(self, limit: int = PROCESS_PIECE_BYTES) -> None:

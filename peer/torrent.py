@@ -22,7 +22,7 @@ from common.wire import Bitfield, Have, HaveAll, HaveNone
 from peer.choker import Choker, PeerStats
 from peer.connection import PeerConnection, Timeouts
 from peer.first_copy import FirstCopy
-from peer.picker import PiecePicker
+from peer.picker import OpenPieces, PiecePicker
 from peer.storage import Storage, StorageError
 
 log = logging.getLogger("swarm.peer")
@@ -97,6 +97,7 @@ class Torrent:
         use_peers: bool = True,
         timeouts: Timeouts | None = None,
         rng: random.Random | None = None,
+        open_pieces: OpenPieces | None = None,
     ) -> None:
         self.meta = meta
         self.storage = storage
@@ -112,7 +113,8 @@ class Torrent:
         self.rng = rng or random.Random()
         self.loop = asyncio.get_event_loop()
 
-        self.picker = PiecePicker(meta.num_pieces, meta.piece_length, meta.total_length, rng=self.rng)
+        self.picker = PiecePicker(meta.num_pieces, meta.piece_length, meta.total_length, rng=self.rng,
+                                  shared=open_pieces)
         self._first_copy: FirstCopy | None = None   # made when we first serve as a seed
         self.choker = Choker(rng=self.rng)
         self.have = self.picker.have   # the picker's record of verified pieces, shared
@@ -186,6 +188,7 @@ class Torrent:
             task.cancel()
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=3)
+        self.picker.close()
         await self.storage.close()
 
     def spawn(self, coro) -> asyncio.Task:

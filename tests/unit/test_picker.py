@@ -309,3 +309,59 @@ def test_a_refused_piece_still_in_flight_to_that_peer_is_not_topped_up_from_it()
     pp.requests_dropped("S", [(0, 0, BS)])
     pp.peer_refused("S", 0, 1.0)
     assert pp.pick("S", 4) == []
+
+
+def test_past_the_process_bound_a_torrent_with_a_piece_open_starts_no_other():
+    from peer.picker import OpenPieces
+    shared = OpenPieces(limit=3 * 4 * BS)               # three 4-block pieces
+    a = picker(20, 4, shared=shared, seed=1)
+    b = picker(20, 4, shared=shared, seed=2)
+    for n in range(4):
+        a.add_peer(f"a{n}", range(20))
+    a_blocks = [a.pick(f"a{n}", 4) for n in range(3)]   # a piece each: the bound is reached
+    assert shared.used == 3 * 4 * BS and len({i for got in a_blocks for i in indices(got)}) == 3
+    assert a.pick("a3", 4) == []                        # every open piece is in flight
+    b.add_peer("b0", range(20))
+    b.add_peer("b1", range(20))
+    first = b.pick("b0", 2)                             # none open in b: it may start one
+    assert len(set(indices(first))) == 1 and shared.used == 4 * 4 * BS
+    second = b.pick("b1", 4)                            # joins b's open piece, starts none
+    assert set(indices(second)) == set(indices(first)) and len(second) == 2
+    for n in range(4):                                  # a's first piece verified
+        a.block_received("a0", *a_blocks[0][n][:2])
+    a.mark_have(a_blocks[0][0][0])
+    assert shared.used == 3 * 4 * BS                    # a: 2, b: 1; still at the bound
+    assert b.pick("b1", 4) == []
+    a.close()                                           # a stops: its pieces stop counting
+    assert shared.used == 4 * BS
+    assert len(set(indices(b.pick("b1", 4)))) == 1 and shared.used == 2 * 4 * BS
+    a.mark_have(a_blocks[1][0][0])                      # (after close: counted nowhere shared)
+    assert shared.used == 2 * 4 * BS
+
+
+def test_the_process_bound_counts_every_started_piece_exactly():
+    from peer.picker import OpenPieces
+    rng = random.Random(5)
+    shared = OpenPieces(limit=10 * 2 * BS)
+    pickers = [picker(30, 2, shared=shared, seed=s, last_piece=BS + 7) for s in range(3)]
+    for pp in pickers:
+        for n in range(5):
+            pp.add_peer(n, rng.sample(range(30), 20))
+    for _ in range(3000):
+        pp = rng.choice(pickers)
+        peer = rng.randrange(5)
+        action = rng.random()
+        if action < 0.5:
+            for index, begin, _ in pp.pick(peer, rng.randint(1, 4)):
+                if rng.random() < 0.7:
+                    pp.block_received(peer, index, begin)
+                    if pp.piece_complete(index):
+                        (pp.mark_have if rng.random() < 0.8 else pp.piece_failed)(index)
+        elif action < 0.6:
+            pp.peer_lost(peer)
+        elif action < 0.65:
+            pp.remove_peer(peer)
+            pp.add_peer(peer, rng.sample(range(30), 20))
+        open_bytes = sum(p.piece_size(i) for p in pickers for i in p._partials)
+        assert shared.used == open_bytes
+        assert shared.used <= shared.limit + max(p.piece_length for p in pickers) * len(pickers)
