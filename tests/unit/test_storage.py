@@ -201,12 +201,16 @@ async def test_verify_finds_good_pieces_and_a_corrupted_byte(tmp_path):
     await st.close()
 
 
-async def test_verify_missing_and_short_files(tmp_path):
+async def write_whole_torrent(tmp_path) -> None:
     st = Storage(META, tmp_path)
     await st.open()
     await store_if_valid(st, 0, piece(0))
     await store_if_valid(st, 1, piece(1))
     await st.close()
+
+
+async def test_verify_missing_and_short_files(tmp_path):
+    await write_whole_torrent(tmp_path)
     (tmp_path / "multi" / "d.bin").unlink()        # only in piece 1
     st = Storage(META, tmp_path)
     await st.open(create=False)
@@ -224,11 +228,7 @@ async def test_verify_missing_and_short_files(tmp_path):
 
 
 async def test_read_only_open_changes_nothing_and_cannot_write(tmp_path):
-    st = Storage(META, tmp_path)
-    await st.open()
-    await store_if_valid(st, 0, piece(0))
-    await store_if_valid(st, 1, piece(1))
-    await st.close()
+    await write_whole_torrent(tmp_path)
     (tmp_path / "multi" / "d.bin").unlink()
     with open(tmp_path / "multi" / "a.bin", "ab") as f:
         f.write(b"longer than the torrent says")
