@@ -517,6 +517,9 @@ def _url_problem(url: str, tracker: bool) -> str | None:
         return str(exc)
     if not parts.scheme:
         return "needs a scheme such as http://"
+    allowed = ("http", "https", "udp") if tracker else ("http", "https")
+    if parts.scheme not in allowed:
+        return f"{parts.scheme}:// is not one of {', '.join(s + '://' for s in allowed)}"
     if not parts.hostname:
         return "has no host"
     if any(c.isspace() or not c.isprintable() for c in parts.hostname):

@@ -9,6 +9,7 @@ of peers (never before `min interval`), and sends `completed` and `stopped`.
 from __future__ import annotations
 
 import asyncio
+import os
 import logging
 import random
 import socket
@@ -85,9 +86,14 @@ class Announcer:
             except AnnounceError as exc:
                 failures += 1
                 self.last_error = str(exc)
-                log.info("announce failed: %s", exc)
+                if failures == 1:   # said once (every retry with -v), and again when one answers
+                    log.warning("no tracker answers, still trying: %s", exc)
+                else:
+                    log.info("announce failed: %s", exc)
                 wait = min(60.0, 2.0 * 2 ** min(failures, 5))
             else:
+                if failures:
+                    log.warning("a tracker answers again (%d peers)", len(resp.peers))
                 failures = 0
                 self.last_error = None
                 self.started = True
@@ -174,7 +180,12 @@ class Announcer:
                 body = await resp.content.read(4 * 1024 * 1024)
                 if resp.status != 200:
                     raise AnnounceError(f"HTTP {resp.status}")
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        except aiohttp.ClientConnectorError as exc:     # (its own text adds "ssl:default")
+            reason = os.strerror(exc.os_error.errno) if exc.os_error.errno else str(exc.os_error)
+            raise AnnounceError(f"cannot connect: {reason}") from None
+        except asyncio.TimeoutError:
+            raise AnnounceError(f"no answer in {self.http_timeout:g} s") from None
+        except (aiohttp.ClientError, OSError) as exc:
             raise AnnounceError(str(exc) or type(exc).__name__) from None
         try:
             return tp.decode_announce_response(body)

@@ -59,10 +59,14 @@ class _BytesType(click.ParamType):
             self.fail(str(exc), param, ctx)
 
 
+MAX_PIECE_LENGTH = 64 * 1024 * 1024   # a piece is held whole in memory while it is fetched
+
+
 def _parse_piece_length(text: str) -> int:
     length = parse_size(text)
-    if length < MIN_PIECE_LENGTH or length & (length - 1):
-        raise ValueError(f"must be a power of two of at least {MIN_PIECE_LENGTH}, got {text}")
+    if length < MIN_PIECE_LENGTH or length & (length - 1) or length > MAX_PIECE_LENGTH:
+        raise ValueError(f"must be a power of two from {format_bytes(MIN_PIECE_LENGTH)} to "
+                         f"{format_bytes(MAX_PIECE_LENGTH)}, got {text}")
     return length
 
 

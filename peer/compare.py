@@ -364,7 +364,11 @@ def run_compare(file: Path | None = None, peers: int = 8, upload_limit: int | No
         (out / "table.txt").write_text(table + "\n")
         _write_json(out / "results.json", results, caps, file_size)
         _write_csv(out / "results.csv", results)
-        charts = write_charts(out, results, caps, file_size)
+        try:
+            charts = write_charts(out, results, caps, file_size)
+        except ImportError:         # matplotlib is the `chart` extra, not a dependency
+            charts = []
+            echo("compare: charts skipped: they need matplotlib (pip install -e '.[chart]')")
     except OSError as exc:  # checked before measuring, but the disk may have filled up since
         raise CompareError(f"cannot write the results to {out}: {exc.strerror or exc}") from None
     echo(f"compare: wrote {', '.join(str(p) for p in [out / 'table.txt', out / 'results.json', out / 'results.csv', *charts])}")

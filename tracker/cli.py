@@ -27,7 +27,7 @@ def _fail(message: str) -> None:
     sys.exit(2)
 
 
-@click.group()
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """swarm's BitTorrent tracker (HTTP and UDP)."""
 
@@ -47,7 +47,7 @@ def main() -> None:
 @click.option("--max-torrents", default=10_000, show_default=True, type=int,
               help="Torrents tracked at most; more are refused.")
 @click.option("--max-peers", default=1000, show_default=True, type=int,
-              help="Peers listed per torrent at most.")
+              help="Peers recorded per torrent at most (more still get answers).")
 @click.option("--http-server", type=click.Choice(("auto", *HTTP_SERVERS)), default="auto",
               show_default=True,
               help="granian (pip install -e '.[fast]') answers 2.2-3.6x the HTTP announces of aiohttp "

@@ -25,6 +25,17 @@ def assert_one_line_refusal(got: subprocess.CompletedProcess, says: str) -> None
     assert len(lines) == 1 and lines[0].startswith("swarm-peer: error: ") and says in lines[0], got.stderr
 
 
+def test_compare_without_matplotlib_writes_the_results_and_skips_the_charts(tmp_path):
+    hide = "import sys; sys.modules['matplotlib'] = None; from peer.cli import main; main()"
+    got = subprocess.run([sys.executable, "-c", hide, "compare", "--out", str(tmp_path / "out"),
+                          "--peers", "1", "--size", "256KiB", "--modes", "central"],
+                         capture_output=True, text=True, timeout=120, cwd=ROOT,
+                         env={**os.environ, "SWARM_NO_LSD": "1"})
+    assert got.returncode == 0 and "Traceback" not in got.stdout + got.stderr, got.stdout + got.stderr
+    assert "compare: charts skipped: they need matplotlib (pip install -e '.[chart]')" in got.stdout
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["results.csv", "results.json", "table.txt"]
+
+
 # -- compare --out ------------------------------------------------------------------------
 @pytest.mark.parametrize("extra", [[], ["--model-only"]])
 def test_compare_out_an_existing_file_is_refused_before_measuring(tmp_path, extra):

@@ -108,7 +108,9 @@ async def test_only_bad_urls_is_an_announce_error_not_a_crash():
     ("udp://tracker.test/announce", "needs a port"),
     ("http:///announce", "has no host"),
     ("tracker.test/announce", "needs a scheme"),
-    ("tracker.test:6969/announce", "has no host"),
+    ("tracker.test:6969/announce", "is not one of http://, https://, udp://"),
+    ("wss://t.test/announce", "wss:// is not one of"),
+    ("ftp://t.test/announce", "ftp:// is not one of"),
     ("http://exa mple.test/announce", "not a valid host name"),
 ])
 def test_create_refuses_an_unusable_tracker_url(tmp_path, url, says):
@@ -126,7 +128,7 @@ def test_create_refuses_an_unusable_web_seed_url(tmp_path):
 def test_create_still_takes_usual_urls(tmp_path):
     (tmp_path / "f").write_bytes(b"data")
     urls = ["http://t.test/announce", "https://t.test:443/a?k=1", "udp://t.test:6969",
-            "udp://[::1]:6969/announce", "http://[2001:db8::1]/announce", "wss://t.test/announce"]
+            "udp://[::1]:6969/announce", "http://[2001:db8::1]/announce"]
     meta = parse_metainfo(create_metainfo(tmp_path / "f", urls, web_seeds=["http://seed.test:8080/f"]))
     assert meta.announce_tiers == tuple((u,) for u in urls)
 
@@ -150,3 +152,32 @@ def test_create_command_refuses_the_url_in_one_line(tmp_path):
     assert got.stderr.strip().splitlines() == [
         "swarm-peer: error: tracker URL 'http://127.0.0.1:99999/announce': Port out of range 0-65535"]
     assert not out.exists()
+
+
+async def test_a_tracker_that_cannot_be_reached_is_said_once_and_its_return_too(caplog):
+    import socket
+    with socket.socket() as probe:          # a port nobody listens on, for now
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    torrent = fake_torrent()
+    ann = announcer([[f"http://127.0.0.1:{port}/announce"]])
+    with caplog.at_level(logging.WARNING, logger="swarm.peer"):
+        task = asyncio.create_task(ann.run(torrent))
+        try:
+            await asyncio.wait_for(torrent.announced.wait(), 5)
+            assert [r.getMessage() for r in caplog.records] == [
+                f"no tracker answers, still trying: http://127.0.0.1:{port}/announce: "
+                f"cannot connect: Connection refused"]
+            running = await start_tracker(TrackerConfig(host="127.0.0.1", port=port, interval=60))
+            try:
+                for _ in range(100):            # the first retry comes after 4 s
+                    if len(caplog.records) == 2:
+                        break
+                    await asyncio.sleep(0.1)
+                assert caplog.records[1].getMessage() == "a tracker answers again (0 peers)"
+            finally:
+                await running.close()
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await ann.stop(torrent)
