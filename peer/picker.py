@@ -34,7 +34,8 @@ left); (3) a new piece: random while fewer than `random_first` pieces are verifi
 have something to trade soon), else rarest first with a random tie-break; (4) spare
 blocks of pieces other peers are fetching. When too many pieces are open (their buffers
 cost memory), (4) comes before (3); past the process's bound (OpenPieces), (3) only for a
-torrent with no piece open. (5) Endgame: once every missing piece is started
+torrent none of whose open pieces is being fetched (`held_back` then says a peer got less
+than it could: ask again once `may_start()`). (5) Endgame: once every missing piece is started
 and this peer has nothing unrequested left, it gets blocks already in flight to others,
 each block asked from at most `endgame_copies` peers (2: one spare copy; a third cost
 the seed about 0.1 file copies in rate-capped swarms, benchmarks/compare_bench.py);
@@ -71,9 +72,10 @@ class OpenPieces:
 
     Each torrent's own budget (OPEN_BYTES_BUDGET) is soft: a peer that has none of the open
     pieces still gets a new one rather than sit idle. A daemon downloading many torrents
-    would add those budgets up, so past `limit` a torrent that has a piece open starts no
-    other: its peers help with the open ones or wait. A torrent with none open may always
-    start one, so no torrent starves while another's slow pieces hold the budget.
+    would add those budgets up, so past `limit` a torrent starts a new piece only while none
+    of its open pieces is being fetched (none open, or all left behind by peers that went
+    away): its peers help with the open ones or wait, and no torrent stops for good while
+    others' pieces hold the budget.
     """
 
     limit: int = PROCESS_OPEN_BYTES
@@ -122,6 +124,7 @@ class PiecePicker:
         self._max_open = max(4, OPEN_BYTES_BUDGET // max(1, piece_length))
         self._shared = shared or OpenPieces(limit=sys.maxsize)
         self._open_bytes = 0                        # this torrent's part of _shared.used
+        self.held_back = False      # a pick got less because of the bound: ask again later
 
     # -- sizes ---------------------------------------------------------------------
     def piece_size(self, index: int) -> int:
@@ -230,10 +233,13 @@ class PiecePicker:
             p = self._partials[index]
             if bits[index] and not p.requesters:
                 self._take(peer, index, max_blocks, out)
-        crowded = len(self._partials) >= self._max_open or not self._may_start()
+        crowded = len(self._partials) >= self._max_open or not self.may_start()
         if crowded:
             self._join_others(peer, bits, max_blocks, out)            # (4) before (3)
-        while len(out) < max_blocks and self._may_start():             # (3)
+        while len(out) < max_blocks:                                   # (3)
+            if not self.may_start():
+                self.held_back = True
+                break
             index = self._choose_new(bits)
             if index is None:
                 break
@@ -245,9 +251,11 @@ class PiecePicker:
             self._endgame(peer, bits, max_blocks, out)                # (5)
         return out
 
-    def _may_start(self) -> bool:
-        """The process-wide bound (OpenPieces): a torrent with no piece open may always start one."""
-        return self._shared.used < self._shared.limit or not self._partials
+    def may_start(self) -> bool:
+        """Whether a new piece may start under the process-wide bound (OpenPieces)."""
+        if self._shared.used < self._shared.limit:
+            return True
+        return not any(p.requesters for p in self._partials.values())
 
     def close(self) -> None:
         """The torrent stops: its open pieces no longer count against the process's bound."""

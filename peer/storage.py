@@ -176,8 +176,13 @@ class Storage:
             return
         # One thread hop for all of it: a torrent of thousands of files would otherwise hold
         # the event loop (and every other torrent of a daemon) through its path checks.
-        self._fds, self._found = await asyncio.to_thread(self._open_sync, create and not read_only,
-                                                         read_only)
+        opening = asyncio.ensure_future(asyncio.to_thread(self._open_sync, create and not read_only,
+                                                          read_only))
+        try:
+            self._fds, self._found = await asyncio.shield(opening)
+        except asyncio.CancelledError:      # the thread goes on: close what it opens
+            opening.add_done_callback(_close_opened)
+            raise
         self._direct = DirectWrites()
         self._opened = True
 
@@ -576,3 +581,12 @@ def _libc_fallocate():
         fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
         fallocate.restype = ctypes.c_int
     return fallocate
+
+
+def _close_opened(opening: asyncio.Future) -> None:
+    """The descriptors of an open that was cancelled while its thread ran."""
+    if opening.cancelled() or opening.exception() is not None:
+        return
+    for fd in opening.result()[0]:
+        if fd is not None:
+            os.close(fd)

@@ -9,6 +9,7 @@ with one call per piece: nothing unverified is ever written as complete or offer
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections.abc import Callable
@@ -158,7 +159,8 @@ class Torrent:
             try:
                 good = await self.storage.verify(on_check)
             except BaseException:       # cancelled (Ctrl-C while checking) or a read error
-                await self.storage.close()
+                with contextlib.suppress(Exception):    # (what ended the check is what counts)
+                    await self.storage.close()
                 raise
             for index in good:
                 self._mark_have(index)
@@ -631,6 +633,9 @@ class Torrent:
             # (from 32 blocks; waiting a whole second cost 0.3 s of a 1 GiB transfer).
             self._adapt_pipelines()
             if self.picker.forget_refusals(now, REFUSAL_SECONDS):
+                self._refill_all()
+            elif self.picker.held_back and self.picker.may_start():   # the bound has room again
+                self.picker.held_back = False
                 self._refill_all()
             if now - last_check >= 1.0:
                 last_check = now

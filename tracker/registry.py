@@ -10,7 +10,8 @@ source address (an `ip` parameter would let anyone list a victim's address).
 Memory is bounded: at most `max_torrents` swarms and `max_peers_per_torrent`
 peers in each. Swarms whose last peer leaves or expires are forgotten.
 
-Speed: an announce touches a handful of objects, not one per listed peer. Each
+Speed: a compact or UDP announce touches a handful of objects, not one per listed peer
+(the dictionary form, `compact=0`, rare, builds a pair per peer of the family). Each
 swarm keeps its peers in columns (addresses, peer ids, last-seen times, and the
 compact addresses back to back in one bytearray), in random order, so that a
 random sample of 50 peers is a slice or two of that bytearray.

@@ -60,3 +60,26 @@ def test_checking_progress_is_quiet_for_a_second_then_a_line_every_few_seconds(m
         now[0] = at
         progress.checking("big.bin", done, 100)
     assert out.getvalue() == "big.bin: checking 30/100 pieces\nbig.bin: checking 50/100 pieces\n"
+
+
+async def test_an_open_cancelled_while_its_thread_runs_closes_what_it_opened(tmp_path, monkeypatch):
+    src = make_file(tmp_path / "data" / "big.bin", 100_000, seed=4)
+    _, meta = torrent_for(src, ["http://127.0.0.1:9/announce"])
+    opened = Storage._open_files
+
+    def open_slowly(self, *args):
+        time.sleep(0.3)
+        return opened(self, *args)
+
+    monkeypatch.setattr(Storage, "_open_files", open_slowly)
+    storage = Storage(meta, src.parent.parent)
+    open_before = set(os.listdir("/proc/self/fd"))
+    opening = asyncio.ensure_future(storage.open())
+    await asyncio.sleep(0.1)
+    opening.cancel()
+    try:
+        await opening
+    except asyncio.CancelledError:
+        pass
+    await asyncio.sleep(0.5)                        # (the thread finishes meanwhile)
+    assert set(os.listdir("/proc/self/fd")) <= open_before

@@ -365,3 +365,24 @@ def test_the_process_bound_counts_every_started_piece_exactly():
         open_bytes = sum(p.piece_size(i) for p in pickers for i in p._partials)
         assert shared.used == open_bytes
         assert shared.used <= shared.limit + max(p.piece_length for p in pickers) * len(pickers)
+
+
+def test_pieces_left_behind_by_peers_that_went_away_do_not_stop_a_torrent_at_the_bound():
+    from peer.picker import OpenPieces
+    shared = OpenPieces(limit=2 * 4 * BS)
+    pp = picker(20, 4, shared=shared, seed=3)
+    for n, piece in enumerate((0, 1)):                 # two seeds start a piece each and leave
+        pp.add_peer(f"s{n}", [piece])
+        index, begin, _ = pp.pick(f"s{n}", 4)[0]
+        pp.block_received(f"s{n}", index, begin)
+        pp.remove_peer(f"s{n}")
+    assert shared.used == shared.limit and not pp.held_back
+    pp.add_peer("L", range(5, 20))                     # has none of those two pieces
+    first = pp.pick("L", 4)
+    assert len(first) == 4 and len(set(indices(first))) == 1    # one new piece, all of it
+    pp.add_peer("M", range(5, 20))
+    assert pp.pick("M", 4) == [] and pp.held_back and not pp.may_start()
+    for index, begin, _ in first:
+        pp.block_received("L", index, begin)
+    pp.mark_have(first[0][0])
+    assert pp.may_start() and len(set(indices(pp.pick("M", 4)))) == 1
