@@ -120,6 +120,9 @@ def parse_metainfo(data: bytes) -> Metainfo:
         raise MetainfoError(f"info.piece length must be positive, got {piece_length}")
     pieces = info.get(b"pieces")
     if pieces is None:
+        if info.get(b"meta version") == 2:
+            raise MetainfoError("a BitTorrent v2-only torrent (BEP 52): swarm reads v1 and "
+                                "hybrid torrents only")
         raise MetainfoError("info: missing key 'pieces'")
     if not isinstance(pieces, bytes):
         raise MetainfoError("info.pieces must be a byte string")

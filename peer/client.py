@@ -143,7 +143,9 @@ class Client:
 
     def _lsd_found(self, info_hash: bytes, address: tuple[str, int]) -> None:
         torrent = self.torrents.get(info_hash)
-        if torrent is not None:  # our own announcements are filtered by LSD's cookie
+        # (our own announcements are filtered by LSD's cookie; a private torrent takes its
+        # tracker's peers only, BEP 27)
+        if torrent is not None and not torrent.meta.private:
             torrent.add_peers([address], "lsd")
 
     async def add_torrent(self, meta: Metainfo, root: Path, *, mode: str = "p2p",
@@ -172,7 +174,8 @@ class Client:
             self.torrents.pop(meta.info_hash, None)
             raise
         if self.lsd is not None and use_peers:
-            self.lsd.add(meta.info_hash)
+            if not meta.private:     # BEP 27: a private torrent is never told to the LAN
+                self.lsd.add(meta.info_hash)
         return torrent
 
     async def close(self) -> None:

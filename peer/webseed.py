@@ -23,6 +23,7 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger("swarm.peer")
 
 CHUNK = 64 * 1024
+NO_RANGE_SKIP_MAX = 64 * 1024 * 1024   # bytes skipped of a server's whole-file answer, at most
 
 
 class WebSeedError(Exception):
@@ -117,20 +118,33 @@ class WebSeed:
         """Append bytes offset..offset+size of `url` to `out`, within the download cap."""
         headers = {"Range": f"bytes={offset}-{offset + size - 1}"}
         async with session.get(url, headers=headers) as resp:
-            if resp.status == 200 and offset == 0 and resp.content_length == size:
-                pass  # a server without Range support, asked for a whole file: still right
+            if resp.status == 200:
+                # A server without Range support (python -m http.server) sends the whole file:
+                # skip to the offset, as other clients do. Each piece then costs the file up to
+                # it, so only so far into a file.
+                if offset > NO_RANGE_SKIP_MAX:
+                    raise WebSeedError(f"{url}: the server ignores Range requests (HTTP 200), "
+                                       f"and {offset} bytes into the file is too far to skip")
+                await self._read(torrent, resp, url, offset, None)
             elif resp.status != 206:
                 raise WebSeedError(f"HTTP {resp.status} for {url}")
-            got = 0
-            while got < size:
-                chunk = await resp.content.read(min(CHUNK, size - got))
-                if not chunk:
-                    raise WebSeedError(f"{url}: short read ({got} of {size} bytes)")
+            await self._read(torrent, resp, url, size, out)
+
+    @staticmethod
+    async def _read(torrent: "Torrent", resp, url: str, size: int, out: bytearray | None) -> None:
+        """Append the next `size` bytes of the body to `out` (None: skip them), within the
+        download cap."""
+        got = 0
+        while got < size:
+            chunk = await resp.content.read(min(CHUNK, size - got))
+            if not chunk:
+                raise WebSeedError(f"{url}: short read ({got} of {size} bytes)")
+            if out is not None:
                 out += chunk
-                got += len(chunk)
-                delay = torrent.limits.download.reserve(len(chunk), asyncio.get_running_loop().time())
-                if delay > 0:
-                    await asyncio.sleep(delay)
+            got += len(chunk)
+            delay = torrent.limits.download.reserve(len(chunk), asyncio.get_running_loop().time())
+            if delay > 0:
+                await asyncio.sleep(delay)
 
 
 def _runs(blocks):

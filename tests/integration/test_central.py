@@ -147,3 +147,34 @@ async def test_any_http_server_with_range_is_an_origin(tmp_path, clients):
         assert tree_digest(tmp_path / "out" / "album") == tree_digest(folder)
     finally:
         await runner.cleanup()
+
+
+async def test_a_server_that_ignores_range_is_an_origin_too(tmp_path, clients):
+    """A server that answers every request with the whole file (200, as python -m http.server
+    does): the pieces are cut out of it."""
+    folder = tmp_path / "www" / "album"
+    make_file(folder / "one.bin", 9 * PIECE + 5, seed=19)
+    make_file(folder / "two.bin", 3 * PIECE, seed=20)
+    whole_answers = []
+
+    async def whole_file(request: web.Request) -> web.Response:
+        whole_answers.append(request.headers.get("Range"))
+        return web.Response(body=(folder / request.match_info["name"]).read_bytes())
+
+    app = web.Application()
+    app.router.add_get("/pub/album/{name}", whole_file)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        port = runner.addresses[0][1]
+        _, meta = torrent_for(folder, [], piece_length=PIECE, web_seeds=[f"http://127.0.0.1:{port}/pub/"])
+        client = await clients()
+        torrent = await client.add_torrent(meta, tmp_path / "out", mode="central")
+        await asyncio.wait_for(torrent.complete.wait(), 30)
+        assert torrent.error is None and torrent.hash_failures == 0
+        assert tree_digest(tmp_path / "out" / "album") == tree_digest(folder)
+        assert whole_answers and all(r and r.startswith("bytes=") for r in whole_answers)
+    finally:
+        await runner.cleanup()

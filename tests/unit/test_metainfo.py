@@ -246,6 +246,7 @@ BAD_TORRENTS = [
     (torrent({"piece length": 0}), "info.piece length must be positive, got 0"),
     (torrent({"piece length": -16384}), "info.piece length must be positive, got -16384"),
     (torrent({"pieces": None}), "info: missing key 'pieces'"),
+    (torrent({"pieces": None, "meta version": 2}), "a BitTorrent v2-only torrent (BEP 52): swarm reads"),
     (torrent({"pieces": 60}), "info.pieces must be a byte string"),
     (torrent({"pieces": b"x" * 59}), "info.pieces length 59 is not a multiple of 20"),
     (torrent({"pieces": b"x" * 40}), "info.pieces has 2 hashes but 40000 bytes in pieces of 16384 need 3"),
