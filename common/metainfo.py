@@ -57,6 +57,7 @@ class FileEntry:
     path: tuple[str, ...]  # relative to the output folder: (name,) or (name, *parts)
     length: int
     offset: int
+    pad: bool = False      # BEP 47 padding (attr "p"): zeros, never stored nor fetched
 
 
 @dataclass(frozen=True)
@@ -216,7 +217,9 @@ def _parse_files(info: dict, name: str) -> tuple[tuple[FileEntry, ...], bool]:
         if length < 0:
             raise MetainfoError(f"{where}.length must not be negative, got {length}")
         parts = _path_field(raw, where)
-        entries.append(FileEntry(path=(name, *parts), length=length, offset=offset))
+        attr = raw.get(b"attr", b"")
+        pad = isinstance(attr, bytes) and b"p" in attr   # libtorrent's hybrid torrents have them
+        entries.append(FileEntry(path=(name, *parts), length=length, offset=offset, pad=pad))
         offset += length
     _check_no_collisions(entries)
     return tuple(entries), True

@@ -189,7 +189,8 @@ class Storage:
     def _open_sync(self, create: bool, read_only: bool) -> tuple[list[int | None], list[int]]:
         self._check_paths()
         if create:
-            for folder in sorted({p.parent for p in self.paths} | {self.root}):
+            real = [p for p, entry in zip(self.paths, self.meta.files) if not entry.pad]
+            for folder in sorted({p.parent for p in real} | {self.root}):
                 try:
                     os.makedirs(folder, exist_ok=True)
                 except OSError as exc:
@@ -213,6 +214,10 @@ class Storage:
         created: list[int] = []       # files this open made: emptied again if space runs out
         try:
             for path, entry in zip(self.paths, self.meta.files):
+                if entry.pad:   # BEP 47: zeros that no file holds; /dev/zero reads them, drops writes
+                    fds.append(os.open("/dev/zero", os.O_RDWR))
+                    found.append(entry.length)
+                    continue
                 try:
                     if create:
                         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)

@@ -106,6 +106,9 @@ class WebSeed:
         for index, begin, length in _runs(blocks):
             data = bytearray()   # the run, read straight into one buffer
             for span in torrent.storage.file_spans(index, begin, length):
+                if torrent.meta.files[span.file].pad:     # BEP 47: zeros, on no server
+                    data += bytes(span.length)
+                    continue
                 await self._get_range(torrent, session, self.urls[span.file], span.file_offset,
                                       span.length, data)
             view = memoryview(data)

@@ -178,3 +178,38 @@ async def test_a_server_that_ignores_range_is_an_origin_too(tmp_path, clients):
         assert whole_answers and all(r and r.startswith("bytes=") for r in whole_answers)
     finally:
         await runner.cleanup()
+
+
+async def test_pad_files_are_never_fetched_nor_made(tmp_path, clients):
+    """BEP 47 pad entries (libtorrent's hybrid torrents align each file to a piece): zeros in
+    the hashed data, on no server and in no folder."""
+    import hashlib
+    from common.bencoding import bencode
+    folder = tmp_path / "www" / "album"
+    one = make_file(folder / "one.bin", PIECE + 100, seed=21).read_bytes()
+    two = make_file(folder / "two.bin", 2 * PIECE + 9, seed=22).read_bytes()
+    pad = PIECE - 100
+    data = one + bytes(pad) + two
+    info = {"name": "album", "piece length": PIECE,
+            "pieces": b"".join(hashlib.sha1(data[i:i + PIECE]).digest() for i in range(0, len(data), PIECE)),
+            "files": [{"length": len(one), "path": ["one.bin"]},
+                      {"attr": "p", "length": pad, "path": [".pad", str(pad)]},
+                      {"length": len(two), "path": ["two.bin"]}]}
+    app = web.Application()
+    app.router.add_static("/pub/", tmp_path / "www")
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        port = runner.addresses[0][1]
+        meta = parse_metainfo(bencode({"info": info, "url-list": f"http://127.0.0.1:{port}/pub/"}))
+        assert [f.pad for f in meta.files] == [False, True, False]
+        client = await clients()
+        torrent = await client.add_torrent(meta, tmp_path / "out", mode="central")
+        await asyncio.wait_for(torrent.complete.wait(), 30)
+        assert torrent.error is None and torrent.hash_failures == 0
+        assert tree_digest(tmp_path / "out" / "album") == tree_digest(folder)
+        assert not (tmp_path / "out" / "album" / ".pad").exists()
+    finally:
+        await runner.cleanup()

@@ -23,6 +23,7 @@ class Entry:
     path: tuple[str, ...]
     length: int
     offset: int
+    pad: bool = False
 
 
 @dataclass(frozen=True)
@@ -239,6 +240,29 @@ async def test_read_only_open_changes_nothing_and_cannot_write(tmp_path):
     assert all(fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_RDONLY for fd in st._fds if fd is not None)
     await st.close()
     assert {p: p.stat().st_size for p in (tmp_path / "multi").rglob("*") if p.is_file()} == sizes
+
+
+async def test_pad_files_are_zeros_never_stored(tmp_path):
+    """BEP 47 (libtorrent's hybrid torrents): a pad entry's bytes are zeros in the hashed data,
+    but no file or folder is made for it and nothing is written for it."""
+    data = os.urandom(20000) + bytes(12768) + os.urandom(30000)
+    files = (Entry(("padded", "a.bin"), 20000, 0), Entry(("padded", ".pad", "12768"), 12768, 20000, pad=True),
+             Entry(("padded", "b.bin"), 30000, 32768))
+    hashes = tuple(hashlib.sha1(data[i:i + PL]).digest() for i in range(0, len(data), PL))
+    meta = Meta("padded", PL, files, hashes, len(data))
+    st = Storage(meta, tmp_path)
+    await st.open()
+    for index in range(meta.num_pieces):
+        assert await store_if_valid(st, index, bytearray(data[index * PL:(index + 1) * PL]))
+    assert bytes(await st.read_piece(0)) == data[:PL]
+    await st.close()
+    assert sorted(p.name for p in (tmp_path / "padded").iterdir()) == ["a.bin", "b.bin"]
+    assert (tmp_path / "padded" / "a.bin").read_bytes() == data[:20000]
+    assert (tmp_path / "padded" / "b.bin").read_bytes() == data[32768:]
+    st = Storage(meta, tmp_path)
+    await st.open(read_only=True)                   # seeding it again: every piece is there
+    assert await st.verify() == {0, 1}
+    await st.close()
 
 
 async def store_if_valid(st: Storage, index: int, data, *, keep_cached: bool = True) -> bool:
