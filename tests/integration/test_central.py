@@ -4,6 +4,7 @@ HTTP server with Range, every piece hash-checked, a lying origin never corruptin
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import subprocess
@@ -36,6 +37,19 @@ def peer_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
         args = (*args, "--host", "127.0.0.1", "--port", "0", "--no-lsd")
     return subprocess.run([sys.executable, "-m", "peer", *args], capture_output=True, text=True,
                           timeout=timeout, cwd=ROOT, env={**os.environ, "SWARM_NO_LSD": "1"})
+
+
+@contextlib.asynccontextmanager
+async def serving(app: web.Application):
+    """`app` on 127.0.0.1 (an origin that is not swarm's tracker); yields its port."""
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield runner.addresses[0][1]
+    finally:
+        await runner.cleanup()
 
 
 def corrupt(original: Path, copy: Path, pieces: list[int]) -> None:
@@ -125,6 +139,16 @@ def test_hybrid_mode_completes_from_a_seed_when_the_origin_lies(tmp_path, proces
     assert failed and failed <= set(bad_pieces), got.stderr  # the origin's wrong pieces were reported
 
 
+async def central_copy_is_identical(clients, folder: Path, web_seed: str, out: Path) -> None:
+    """A torrent of `folder` with `web_seed`, downloaded in central mode into `out`."""
+    _, meta = torrent_for(folder, [], piece_length=PIECE, web_seeds=[web_seed])
+    client = await clients()
+    torrent = await client.add_torrent(meta, out, mode="central")
+    await asyncio.wait_for(torrent.complete.wait(), 30)
+    assert torrent.error is None and torrent.hash_failures == 0
+    assert tree_digest(out / folder.name) == tree_digest(folder)
+
+
 async def test_any_http_server_with_range_is_an_origin(tmp_path, clients):
     """aiohttp's plain static file handler (not swarm's tracker) as the web seed."""
     served = tmp_path / "www"
@@ -133,20 +157,8 @@ async def test_any_http_server_with_range_is_an_origin(tmp_path, clients):
     make_file(folder / "sub dir" / "two words.bin", 7 * PIECE, seed=18)
     app = web.Application()
     app.router.add_static("/pub/", served)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        port = runner.addresses[0][1]
-        _, meta = torrent_for(folder, [], piece_length=PIECE, web_seeds=[f"http://127.0.0.1:{port}/pub/"])
-        client = await clients()
-        torrent = await client.add_torrent(meta, tmp_path / "out", mode="central")
-        await asyncio.wait_for(torrent.complete.wait(), 30)
-        assert torrent.error is None and torrent.hash_failures == 0
-        assert tree_digest(tmp_path / "out" / "album") == tree_digest(folder)
-    finally:
-        await runner.cleanup()
+    async with serving(app) as port:
+        await central_copy_is_identical(clients, folder, f"http://127.0.0.1:{port}/pub/", tmp_path / "out")
 
 
 async def test_a_server_that_ignores_range_is_an_origin_too(tmp_path, clients):
@@ -163,21 +175,9 @@ async def test_a_server_that_ignores_range_is_an_origin_too(tmp_path, clients):
 
     app = web.Application()
     app.router.add_get("/pub/album/{name}", whole_file)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        port = runner.addresses[0][1]
-        _, meta = torrent_for(folder, [], piece_length=PIECE, web_seeds=[f"http://127.0.0.1:{port}/pub/"])
-        client = await clients()
-        torrent = await client.add_torrent(meta, tmp_path / "out", mode="central")
-        await asyncio.wait_for(torrent.complete.wait(), 30)
-        assert torrent.error is None and torrent.hash_failures == 0
-        assert tree_digest(tmp_path / "out" / "album") == tree_digest(folder)
+    async with serving(app) as port:
+        await central_copy_is_identical(clients, folder, f"http://127.0.0.1:{port}/pub/", tmp_path / "out")
         assert whole_answers and all(r and r.startswith("bytes=") for r in whole_answers)
-    finally:
-        await runner.cleanup()
 
 
 async def test_pad_files_are_never_fetched_nor_made(tmp_path, clients):
@@ -197,12 +197,7 @@ async def test_pad_files_are_never_fetched_nor_made(tmp_path, clients):
                       {"length": len(two), "path": ["two.bin"]}]}
     app = web.Application()
     app.router.add_static("/pub/", tmp_path / "www")
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        port = runner.addresses[0][1]
+    async with serving(app) as port:
         meta = parse_metainfo(bencode({"info": info, "url-list": f"http://127.0.0.1:{port}/pub/"}))
         assert [f.pad for f in meta.files] == [False, True, False]
         client = await clients()
@@ -211,5 +206,3 @@ async def test_pad_files_are_never_fetched_nor_made(tmp_path, clients):
         assert torrent.error is None and torrent.hash_failures == 0
         assert tree_digest(tmp_path / "out" / "album") == tree_digest(folder)
         assert not (tmp_path / "out" / "album" / ".pad").exists()
-    finally:
-        await runner.cleanup()
