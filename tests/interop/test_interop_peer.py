@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import pytest
 from interop_clients import (
-    assert_same_data, make_file, make_tree, require_tool, start_leecher, start_seeder, swarm_create,
+    assert_same_data, lt_command, make_file, make_tree, require_tool, run, start_leecher, start_seeder,
+    swarm_create,
 )
 
 pytestmark = [pytest.mark.interop, pytest.mark.timeout(120)]
@@ -85,3 +86,21 @@ def test_swarm_downloads_over_udp_tracker(tmp_path, procs, tracker, record_timin
 
     assert_same_data(data, tmp_path / "out" / data.name)
     record_timing(f"swarm <- {seeder} via udp tracker", seconds)
+
+
+@pytest.mark.parametrize("seeder,leecher", [("swarm", "libtorrent"), ("libtorrent", "swarm")])
+def test_libtorrent_hybrid_torrent_with_pad_files(tmp_path, procs, tracker, record_timing, seeder, leecher):
+    """libtorrent's default torrents are v1+v2 hybrids whose files are padded to piece
+    boundaries (BEP 47): swarm seeds the data they were made from, and downloads one
+    without making the pad files."""
+    require("libtorrent")
+    require("swarm")
+    data = payload(tmp_path, "folder")
+    torrent = tmp_path / "hybrid.torrent"
+    run(lt_command("create", data, torrent, "--tracker", tracker.http, "--piece-length", 32768, "--hybrid"))
+    start_seeder(procs, seeder, torrent, data)
+    tracker.wait_for_swarm(torrent, complete=1)
+    seconds = start_leecher(procs, leecher, torrent, tmp_path / "out").wait_complete(timeout=90)
+    assert_same_data(data, tmp_path / "out" / data.name)
+    assert not (tmp_path / "out" / data.name / ".pad").exists()
+    record_timing(f"{leecher} <- {seeder} (libtorrent hybrid, pad files)", seconds)
