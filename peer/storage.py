@@ -193,6 +193,9 @@ class Storage:
             for folder in sorted({p.parent for p in real} | {self.root}):
                 try:
                     os.makedirs(folder, exist_ok=True)
+                except FileExistsError:     # a file where the folder (or one above it) goes
+                    raise StorageError(f"{folder} cannot be made: a file is in the way "
+                                       f"(a folder is needed there)") from None
                 except OSError as exc:
                     raise _error(exc, "creating folder", folder) from None
         return self._open_files(create, read_only)

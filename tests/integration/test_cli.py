@@ -218,3 +218,14 @@ def test_unusable_url_and_busy_port_are_said_plainly(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip() == (f"swarm-peer: error: cannot listen on port {port} of 127.0.0.1: "
                                      f"Address already in use")
+
+
+def test_get_into_a_file_instead_of_a_folder_is_said_plainly(tmp_path):
+    src = make_file(tmp_path / "src" / "f.bin", 1000, seed=27)
+    torrent = tmp_path / "f.torrent"
+    assert swarm_peer("create", src, "--tracker", "http://127.0.0.1:9/announce", "-o", torrent).returncode == 0
+    (tmp_path / "afile").write_text("mine")
+    result = swarm_peer("get", torrent, "-o", tmp_path / "afile", "--host", "127.0.0.1", "--port", "0")
+    assert result.returncode == 2 and (tmp_path / "afile").read_text() == "mine"
+    assert result.stderr.strip() == (f"swarm-peer: error: {tmp_path / 'afile'} cannot be made: "
+                                     f"a file is in the way (a folder is needed there)")
