@@ -508,13 +508,13 @@ def _check_url(url: str, what: str) -> str:
     if not isinstance(url, str) or not url.strip():
         raise MetainfoError(f"{what} URL must be a non-empty string, got {url!r}")
     url = url.strip()
-    problem = _url_problem(url, tracker=what == "tracker")
+    problem = url_problem(url, tracker=what == "tracker")
     if problem:
         raise MetainfoError(f"{what} URL {url!r}: {problem}")
     return url
 
 
-def _url_problem(url: str, tracker: bool) -> str | None:
+def url_problem(url: str, tracker: bool) -> str | None:
     """Why no client could connect to this URL (scheme, host, port), or None."""
     try:
         parts = urlsplit(url)

@@ -21,6 +21,7 @@ import asyncio_dgram
 from yarl import URL
 
 from common import tracker_proto as tp
+from common.metainfo import url_problem as metainfo_url_problem
 from common.tracker_proto import AnnounceRequest, AnnounceResponse
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -39,19 +40,14 @@ def url_problem(url: str) -> str | None:
     Parsed the way _http (yarl) and _udp (urlsplit) will parse it, so a URL that passes
     cannot raise ValueError there (port out of range, broken IPv6 brackets, bad port).
     """
-    try:
-        parts = urlsplit(url)
-        if parts.scheme in ("http", "https"):
-            if not URL(url).host:
-                return "bad tracker URL: no host"
-        elif parts.scheme == "udp":
-            if not parts.hostname or not parts.port:
-                return "udp tracker URL needs a host and a port"
-        else:
-            return f"unsupported tracker scheme {parts.scheme!r}"
-    except ValueError as exc:
-        return f"bad tracker URL: {exc}"
-    return None
+    problem = metainfo_url_problem(url, tracker=True)      # what `create` refuses too
+    if problem is None and urlsplit(url).scheme in ("http", "https"):
+        try:
+            if not URL(url).host:                           # (yarl is stricter than urlsplit)
+                problem = "has no host"
+        except ValueError as exc:
+            problem = str(exc)
+    return None if problem is None else f"bad tracker URL: {problem}"
 
 
 class Announcer:
