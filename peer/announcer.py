@@ -9,8 +9,8 @@ of peers (never before `min interval`), and sends `completed` and `stopped`.
 from __future__ import annotations
 
 import asyncio
-import os
 import logging
+import os
 import random
 import socket
 from typing import TYPE_CHECKING
@@ -191,9 +191,7 @@ class Announcer:
             raise AnnounceError(f"bad response: {exc}") from None
 
     async def _udp(self, url: str, req: AnnounceRequest) -> AnnounceResponse:
-        parts = urlsplit(url)
-        if not parts.hostname or not parts.port:
-            raise AnnounceError("udp tracker URL needs a host and a port")
+        parts = urlsplit(url)          # (announce_to checked it has a host and a port)
         try:
             infos = await asyncio.get_running_loop().getaddrinfo(
                 parts.hostname, parts.port, type=socket.SOCK_DGRAM)

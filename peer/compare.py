@@ -23,6 +23,7 @@ u_s = the seed's cap, hybrid against D_p2p with u_s = origin + seed (both serve)
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -298,6 +299,17 @@ def _check_out_dir(out: Path) -> None:
         raise CompareError(f"--out {out}: cannot make it, {parent} is not writable")
 
 
+@contextlib.contextmanager
+def _writing_to(out: Path):
+    """Make `out` and write into it; a failure is one line (it was checked before measuring,
+    but the disk may have filled up since)."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        yield
+    except OSError as exc:
+        raise CompareError(f"cannot write the results to {out}: {exc.strerror or exc}") from None
+
+
 def _rate(value: int | None) -> float | None:
     """0 and None mean unlimited."""
     return float(value) if value else None
@@ -359,8 +371,7 @@ def run_compare(file: Path | None = None, peers: int = 8, upload_limit: int | No
         shutil.rmtree(work, ignore_errors=True)
     table = format_tables(results, caps)
     echo(table)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
+    with _writing_to(out):
         (out / "table.txt").write_text(table + "\n")
         _write_json(out / "results.json", results, caps, file_size)
         _write_csv(out / "results.csv", results)
@@ -369,8 +380,6 @@ def run_compare(file: Path | None = None, peers: int = 8, upload_limit: int | No
         except ImportError:         # matplotlib is the `chart` extra, not a dependency
             charts = []
             echo("compare: charts skipped: they need matplotlib (pip install -e '.[chart]')")
-    except OSError as exc:  # checked before measuring, but the disk may have filled up since
-        raise CompareError(f"cannot write the results to {out}: {exc.strerror or exc}") from None
     echo(f"compare: wrote {', '.join(str(p) for p in [out / 'table.txt', out / 'results.json', out / 'results.csv', *charts])}")
     return all(r.ok for r in results)
 
@@ -539,10 +548,7 @@ def _model_only(size: int, counts: list[int], modes: list[str], caps: Capacities
     widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
     for r in table:
         echo("  ".join(c.rjust(w) for c, w in zip(r, widths)))
-    try:
-        out.mkdir(parents=True, exist_ok=True)
+    with _writing_to(out):
         (out / "model.json").write_text(json.dumps({"capacities": asdict(caps), "rows": rows}, indent=2) + "\n")
-    except OSError as exc:
-        raise CompareError(f"cannot write the results to {out}: {exc.strerror or exc}") from None
     echo(f"compare: wrote {out / 'model.json'}")
     return True

@@ -168,7 +168,7 @@ class Torrent:
             self.complete.set()
         elif seed_only:
             await self.storage.close()
-            have = sum(self.picker.have)
+            have = self.meta.num_pieces - self.picker.missing_count
             raise TorrentError(f"{self.meta.name}: only {have}/{self.meta.num_pieces} pieces of the data "
                                f"match the torrent, so it is not seeded (nothing was changed; "
                                f"`swarm-peer get` would complete it)")

@@ -50,7 +50,7 @@ def main() -> None:
               help="Peers recorded per torrent at most (more still get answers).")
 @click.option("--http-server", type=click.Choice(("auto", *HTTP_SERVERS)), default="auto",
               show_default=True,
-              help="granian (pip install -e '.[fast]') answers 2.2-3.6x the HTTP announces of aiohttp "
+              help="granian (pip install -e '.[fast]') answers about 2-3x the HTTP announces of aiohttp "
                    "in one process, but serves the tracker protocol only: no --torrents, --files "
                    "or --upload-limit. auto: granian when it is installed and none of those is "
                    "given, else aiohttp.")

@@ -286,7 +286,7 @@ class SwarmRegistry:
         else:
             unit, of_seeders, of_leechers = 1, seeders.pairs(), leechers.pairs()
         if seeding:
-            if len(leechers.keys) >= n:
+            if len(leechers.keys) > n:                  # (fewer than all: slices, new objects)
                 return _window(of_leechers, unit, n, self._rng)
             first = of_leechers                 # all of them, then seeders
             pool = of_seeders[:]                # (a copy: ours to cut)
@@ -359,10 +359,12 @@ class SwarmRegistry:
 
 def _window(pool: bytearray | list, unit: int, n: int, rng: random.Random) -> bytearray | list:
     """n entries of `unit` items each, consecutive from a random start and wrapping around,
-    or all of them if there are no more than n; always a new object (pool may be a column)."""
+    or all of them if there are no more than n: then `pool` itself, so a caller passes a
+    column of the swarm only with n below its size (a small swarm's answer is not copied
+    twice)."""
     total = len(pool) // unit
     if n >= total:
-        return pool[:]
+        return pool
     start = int(rng.random() * total)     # randrange is 10x slower, and this is hot
     stop = start + n
     if stop <= total:
