@@ -276,8 +276,8 @@ class SwarmRegistry:
         the swarm's column, whatever the swarm's size. The copy (6 bytes a peer, 1000 peers
         at most) costs less than working out which runs of the two lists to join: a UDP
         announce in swarms of about 190 peers took 32,300 instructions against 41,300 that
-        way (callgrind), and in swarms of about 40 (everyone is the answer) 30,900 against
-        30,400 with the special case this replaced."""
+        way (callgrind), and in swarms of about 40 (everyone is the answer) 30,400, as with
+        the special case this replaced."""
         if n <= 0:
             return b"" if packed else []
         seeders, leechers = lists
