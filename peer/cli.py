@@ -310,10 +310,10 @@ async def _watch(torrent: Torrent, progress: ProgressReporter, stop: asyncio.Eve
 @click.option("--workdir", type=click.Path(path_type=Path), default=None, help="Keep the demo files here.")
 def demo(peers: int, path: Path | None, workdir: Path | None) -> None:
     """A local swarm: tracker, one seed, several peers; checks every copy is identical."""
-    from peer.demo import run_demo
+    from peer.demo import DemoError, run_demo
     try:
         ok = run_demo(peers=peers, path=path, workdir=workdir)
-    except UserError as exc:
+    except DemoError as exc:
         fail(str(exc))
     sys.exit(0 if ok else 1)
 

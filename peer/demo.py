@@ -16,18 +16,14 @@ from pathlib import Path
 
 import click
 
-from peer.cli import UserError
 from peer.processes import LocalProcess, sha1_file, stop_all, wait_for_line
 
 SAMPLE = Path(__file__).resolve().parent.parent / "sample_files"
 HOST = "127.0.0.1"
 
 
-class DemoError(UserError):
-    """The demo cannot run or a step failed: one line, never a traceback.
-
-    A UserError, so what run_demo refuses up front reaches the user as the CLI's one-line error.
-    """
+class DemoError(Exception):
+    """The demo cannot run or a step failed: the CLI shows it as one line, never a traceback."""
 
 
 def _check_input(peers: int, path: Path | None, workdir: Path | None) -> None:
