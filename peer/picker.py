@@ -258,7 +258,7 @@ class PiecePicker:
         return not any(p.requesters for p in self._partials.values())
 
     def close(self) -> None:
-        """The torrent stops: its open pieces no longer count against the process's bound."""
+        """The torrent stops or failed: its open pieces no longer count against the process's bound."""
         self._shared.used -= self._open_bytes
         self._open_bytes = 0
         self._shared = OpenPieces(limit=sys.maxsize)   # anything later counts here only

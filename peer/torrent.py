@@ -216,6 +216,7 @@ class Torrent:
             self.storage.download_done()    # its piece threads end after the pieces queued
             for conn in list(self.connections):
                 conn.close("torrent failed")
+            self.picker.close()     # its share of the process's open-piece bound goes back
 
     @property
     def is_seed(self) -> bool:

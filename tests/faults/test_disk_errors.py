@@ -167,3 +167,31 @@ async def test_a_failed_torrent_answers_its_queued_pieces_and_takes_no_more(tmp_
     deliver(9)
     assert not torrent.hashing and storage._workers is None
     await storage.close()
+
+
+async def test_a_failed_torrent_gives_back_its_share_of_the_open_pieces_bound(tmp_path):
+    """The process-wide bound on pieces being assembled (picker.OpenPieces) is shared by
+    every torrent of a daemon: one that failed (a disk error) must not keep holding its
+    share until the user stops it, or the other torrents would start fewer pieces."""
+    from common.metainfo import create_metainfo, parse_metainfo
+    from peer.picker import OpenPieces
+    from peer.torrent import Torrent
+
+    pl = 16384
+    src = tmp_path / "seed" / "d.bin"
+    src.parent.mkdir()
+    src.write_bytes(os.urandom(pl * 12))
+    meta = parse_metainfo(create_metainfo(src, [], piece_length=pl))
+    storage = Storage(meta, tmp_path / "leech")
+    await storage.open()
+    shared = OpenPieces(limit=64 * pl)
+    torrent = Torrent(meta, storage, peer_id=b"-XX0000-" + bytes(12), listen_port=1,
+                      use_peers=False, open_pieces=shared)
+    source = object()
+    torrent.picker.add_peer(source, range(meta.num_pieces))
+    assert torrent.picker.pick(source, 6)      # six blocks: six 1-block pieces opened
+    assert shared.used == 6 * pl
+    torrent.fail("disk full")
+    assert shared.used == 0
+    await torrent.stop()
+    assert shared.used == 0
