@@ -72,6 +72,7 @@ class PeerConnection(asyncio.BufferedProtocol):
         self.loop = asyncio.get_event_loop()
 
         self.peer_id: bytes | None = None
+        self.listen_port: int | None = None     # where it listens, if it dialled us (BEP 10 "p")
         self.fast = False          # both sides set the BEP 6 bit
         self.extended = False      # both sides set the BEP 10 bit
         self.established = False   # handshakes exchanged, torrent attached
@@ -370,6 +371,18 @@ class PeerConnection(asyncio.BufferedProtocol):
             reqq = info.get(b"reqq")
             if isinstance(reqq, int) and reqq > 0:
                 self.peer_reqq = max(1, min(reqq, 2000))
+            port = info.get(b"p")
+            if isinstance(port, int) and 0 < port < 65536:
+                self.listen_port = port
+
+    @property
+    def dial_address(self) -> tuple[str, int] | None:
+        """The peer's listening address, as a tracker's list names it: ours to skip dialling."""
+        if self.outgoing:
+            return self.address
+        if self.listen_port is not None and self.address is not None:
+            return (self.address[0], self.listen_port)
+        return None
 
     def _on_request(self, req: Request) -> None:
         torrent = self.torrent

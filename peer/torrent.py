@@ -238,7 +238,7 @@ class Torrent:
 
     # -- the peer set ----------------------------------------------------------------
     def add_peers(self, addresses: Iterable[Address], source: str) -> None:
-        """Tracker replies, LSD, incoming peers' listen ports: all land here."""
+        """Tracker replies and LSD: listening addresses, to dial."""
         added = False
         for addr in addresses:
             if addr not in self.candidates and addr not in self.banned_addrs:
@@ -257,7 +257,7 @@ class Torrent:
         while not self._stopping:
             self._wake_connector.clear()
             now = self.loop.time()
-            connected = {c.address for c in self.connections if c.outgoing}
+            connected = {c.dial_address for c in self.connections}
             room = self.max_connections - len(self.connections) - len(self.dialing)
             for addr, cand in list(self.candidates.items()):
                 if room <= 0:
@@ -354,8 +354,11 @@ class Torrent:
 
     def on_have(self, conn: PeerConnection, index: int) -> None:
         self.picker.peer_has(conn, index)
-        if not conn.am_interested and not self.have[index]:
-            self._update_interest(conn)
+        if not self.have[index]:
+            if conn.am_interested:
+                self._fill(conn)    # it may have had nothing we could ask for until now
+            else:
+                self._update_interest(conn)
         if self.is_seed and self.picker.peer_is_seed(conn):
             conn.close("both seeds")
 

@@ -119,3 +119,59 @@ async def test_a_pipeline_keeps_its_starting_depth_until_a_rate_is_measured(clie
     torrent._adapt_pipelines()
     assert quiet.max_inflight == 8 and staller.max_inflight == 8
     torrent.connections.difference_update((conn, quiet, staller))
+
+
+def _fake_peer(torrent, fast: bool = True):
+    """A connection with no socket: what it would send goes nowhere, what it is asked is seen."""
+    from peer.connection import PeerConnection
+    conn = PeerConnection(my_peer_id=b"-XX0000-" + bytes(12), find_torrent=lambda h: None,
+                          torrent=torrent)
+    conn.fast = True
+    torrent.on_established(conn)
+    return conn
+
+
+async def test_a_peer_that_announces_a_new_piece_is_asked_for_it(clients, tmp_path):
+    """An unchoking peer whose pieces were all being fetched from others got no requests;
+    its later HAVE must bring some at once (it used to wait for an unrelated event: a
+    reject, a peer leaving, or the 45 s snub timeout; with an aria2c or libtorrent seed,
+    swarm leechers ran well below their cap for long stretches)."""
+    src = make_file(tmp_path / "seed" / "data.bin", 8 * 65536, seed=3)
+    _, meta = torrent_for(src, [], piece_length=65536)      # 8 pieces of 4 blocks
+    client = await clients()
+    torrent = await client.add_torrent(meta, tmp_path / "leech")
+    first, second, third = _fake_peer(torrent), _fake_peer(torrent), _fake_peer(torrent)
+    torrent.on_bitfield(third, [6, 7])      # it chokes us: pieces 6 and 7 keep endgame off
+    for conn in (first, second):
+        torrent.on_bitfield(conn, range(4))
+        conn.peer_choking = False
+        torrent.on_unchoke(conn)
+    assert {b[0] for b in first.inflight} == {0, 1, 2, 3} and len(first.inflight) == 16
+    assert not second.inflight                  # everything it has is asked of `first`
+    torrent.on_have(second, 5)
+    assert {b[0] for b in second.inflight} == {5}
+    for conn in (first, second, third):
+        conn.close()
+
+
+async def test_a_peer_that_dialled_us_is_not_dialled_back(clients, tmp_path):
+    """A tracker's list names peers by their listening address; one connected to us already
+    (it dialled) must not be dialled again: that made a second connection every 30 s, and
+    on one side of the pair it replaced the working one mid-transfer."""
+    src = make_file(tmp_path / "seed" / "data.bin", 4 * 65536, seed=4)
+    _, meta = torrent_for(src, [], piece_length=65536)
+    seed_client, leech_client = await clients(), await clients()
+    # two peers with nothing yet: their connection stays up (two seeds would part at once)
+    seed = await seed_client.add_torrent(meta, tmp_path / "a")
+    leech = await leech_client.add_torrent(meta, tmp_path / "b")
+    leech.add_peers([("127.0.0.1", seed_client.port)], "tracker")
+    for _ in range(100):                     # its extension handshake names its listen port
+        incoming = next(iter(seed.connections), None)
+        if incoming is not None and incoming.dial_address is not None:
+            break
+        await asyncio.sleep(0.05)
+    assert incoming.dial_address == ("127.0.0.1", leech_client.port)
+    seed.add_peers([("127.0.0.1", leech_client.port)], "tracker")   # as the tracker would
+    await asyncio.sleep(1.5)
+    assert seed.candidates[("127.0.0.1", leech_client.port)].next_try == 0   # never dialled
+    assert seed.connections == {incoming} and not incoming.closed
