@@ -378,13 +378,16 @@ class Torrent:
     def is_repeat(self, conn: PeerConnection, index: int, begin: int) -> bool:
         """As a seed: another peer asked for this piece moments ago, and some pieces nobody
         has asked for yet remain (peer.first_copy). Never refused: a peer without BEP 6,
-        and one close to done (its last pieces are what it waits for)."""
+        and one close to done (its last pieces are what it waits for). How close: what it
+        told us it has, or what we sent it, whichever is more (a leecher need not tell a
+        seed of its pieces; swarm does not)."""
         guard = self._first_copy
         if guard is None:
             if not self.is_seed:
                 return False
             guard = self._first_copy = FirstCopy(self.meta.num_pieces)
-        lacking = self.num_pieces - self.picker.pieces_of(conn)
+        known = max(self.picker.pieces_of(conn), conn.upload.total // self.meta.piece_length)
+        lacking = self.num_pieces - known
         exempt = not conn.fast or lacking <= max(1, self.num_pieces // 64)
         return guard.refuse(conn, index, begin, self.loop.time(), exempt=exempt)
 

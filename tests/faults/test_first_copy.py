@@ -85,6 +85,30 @@ async def test_a_peer_missing_only_its_last_piece_is_never_refused(clients, tmp_
         b.close()
 
 
+async def test_a_peer_that_got_all_but_its_last_piece_from_us_is_never_refused(clients, tmp_path):
+    """A leecher does not tell a seed of the pieces it gets (a HAVE to a peer that has the
+    piece is redundant, and swarm sends none): the seed knows how close it is to done from
+    the bytes it sent it."""
+    pieces = 128        # "close to done": at most 128 // 64 = 2 pieces left
+    seed, torrent, meta, data = await start_seed(clients, tmp_path, size=pieces * BLOCK,
+                                                 piece_length=BLOCK)
+    a = await bystander(seed.port, meta)
+    b = await bystander(seed.port, meta)
+    try:
+        for index in range(pieces - 2):
+            b.send(Request(index, 0, BLOCK))
+            assert isinstance(await answer(b, index, 0), Piece)
+        last = pieces - 2           # (and one more that nobody has asked for: refusals are on)
+        a.send(Request(last, 0, BLOCK))
+        assert isinstance(await answer(a, last, 0), Piece)
+        b.send(Request(last, 0, BLOCK))
+        got = await answer(b, last, 0)
+        assert isinstance(got, Piece) and got.block == data[last * BLOCK:(last + 1) * BLOCK]
+    finally:
+        a.close()
+        b.close()
+
+
 async def test_once_every_piece_was_asked_for_repeats_are_served(clients, tmp_path):
     seed, torrent, meta, data = await start_seed(clients, tmp_path, size=2 * PIECE)
     a, b = await bystander(seed.port, meta), await bystander(seed.port, meta)
