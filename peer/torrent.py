@@ -529,12 +529,22 @@ class Torrent:
                 if isinstance(src, PeerConnection) and bad[begin:begin + n] != good[begin:begin + n]:
                     self.ban(src)
 
+    def source_gone(self, source) -> None:
+        """A web seed gave up (a dead URL, or too many errors in a row)."""
+        self._check_unobtainable()
+
     def _check_unobtainable(self) -> None:
-        """Central mode with a corrupt origin: stop once only unobtainable pieces are left."""
+        """Central mode with a dead or corrupt origin: stop once only unobtainable pieces
+        are left, rather than wait forever."""
         if self.use_peers or not self.extra_sources or self.complete.is_set():
             return
+        live = [s for s in self.extra_sources if s.gave_up is None]
+        if not live:
+            reasons = "; ".join(f"{s.url}: {s.gave_up}" for s in self.extra_sources)
+            self.fail(f"no web seed can be used ({reasons})")
+            return
         missing = [i for i in range(self.num_pieces) if not self.have[i]]
-        stuck = [i for i in missing if all(i in s.bad_pieces for s in self.extra_sources)]
+        stuck = [i for i in missing if all(i in s.bad_pieces for s in live)]
         if missing and len(stuck) == len(missing):
             self.fail(f"{len(stuck)} piece(s) failed the hash check from every web seed "
                       f"(first: piece {stuck[0]}); nothing wrong was written")

@@ -206,3 +206,113 @@ async def test_pad_files_are_never_fetched_nor_made(tmp_path, clients):
         assert torrent.error is None and torrent.hash_failures == 0
         assert tree_digest(tmp_path / "out" / "album") == tree_digest(folder)
         assert not (tmp_path / "out" / "album" / ".pad").exists()
+
+
+def test_central_mode_gives_up_on_an_origin_without_the_file(tmp_path, processes):
+    """A 404 will not change by asking again: one error line and a failed exit, not a
+    download that waits forever at 0 % (aria2c ends with an error too)."""
+    src = make_file(tmp_path / "mine" / "gone.bin", 4 * PIECE, seed=23)
+    (tmp_path / "files").mkdir()
+    base = start_origin(tmp_path, tmp_path / "files", processes)
+    torrent = tmp_path / "gone.torrent"
+    torrent.write_bytes(create_metainfo(src, [], piece_length=PIECE,
+                                        web_seeds=[f"{base}/files/gone.bin"]))
+    got = peer_cli("get", str(torrent), "-o", str(tmp_path / "out"), "--mode", "central",
+                   "--no-seed", timeout=30)
+    assert got.returncode == 2, got.stdout + got.stderr
+    errors = [line for line in got.stderr.splitlines() if line.startswith("swarm-peer: error: ")]
+    assert len(errors) == 1 and "HTTP 404" in errors[0] and "Traceback" not in got.stderr, got.stderr
+
+
+def _range_of(request: web.Request, size: int) -> tuple[int, int]:
+    first, last = request.headers["Range"].removeprefix("bytes=").split("-")
+    return int(first), min(int(last), size - 1)
+
+
+async def test_an_answer_cut_off_midway_still_brings_its_whole_blocks(tmp_path, clients):
+    """A server (or proxy) that drops the connection partway through every long answer:
+    the blocks that came whole are kept, and only the rest is asked again. They used to be
+    thrown away with the rest, so no piece of 4 blocks was ever complete."""
+    folder = tmp_path / "www" / "album"
+    data = make_file(folder / "one.bin", 6 * 4 * PIECE + 100, seed=24).read_bytes()
+    cut_offs = []
+
+    async def cut_off(request: web.Request) -> web.StreamResponse:
+        first, last = _range_of(request, len(data))
+        resp = web.StreamResponse(status=206, headers={
+            "Content-Range": f"bytes {first}-{last}/{len(data)}"})
+        resp.content_length = last - first + 1
+        await resp.prepare(request)
+        sent = min(last - first + 1, 40 * 1024)      # 2.5 blocks of a 4-block piece
+        await resp.write(data[first:first + sent])
+        if sent <= last - first:
+            cut_offs.append(first)
+            request.transport.close()
+        return resp
+
+    app = web.Application()
+    app.router.add_get("/pub/album/one.bin", cut_off)
+    async with serving(app) as port:
+        _, meta = torrent_for(folder, [], piece_length=4 * PIECE,
+                              web_seeds=[f"http://127.0.0.1:{port}/pub/"])
+        client = await clients()
+        torrent = await client.add_torrent(meta, tmp_path / "out", mode="central")
+        await asyncio.wait_for(torrent.complete.wait(), 30)
+    assert cut_offs and torrent.error is None
+    assert tree_digest(tmp_path / "out" / "album") == tree_digest(folder)
+
+
+async def test_a_slow_origin_is_waited_for_while_it_sends(tmp_path, clients, monkeypatch):
+    """The timeout is on silence, not on a whole answer: an origin (or our own download
+    cap) that takes longer than it over one piece, but never pauses that long, is slow,
+    not dead."""
+    from peer.webseed import WebSeed
+    monkeypatch.setattr(WebSeed, "IDLE_TIMEOUT", 1.0)
+    folder = tmp_path / "www" / "album"
+    data = make_file(folder / "one.bin", 2 * 4 * PIECE, seed=25).read_bytes()
+
+    async def slow(request: web.Request) -> web.StreamResponse:
+        first, last = _range_of(request, len(data))
+        resp = web.StreamResponse(status=206, headers={
+            "Content-Range": f"bytes {first}-{last}/{len(data)}"})
+        resp.content_length = last - first + 1
+        await resp.prepare(request)
+        for at in range(first, last + 1, PIECE):     # 4 blocks, 0.4 s apart: 1.2 s an answer
+            if at > first:
+                await asyncio.sleep(0.4)
+            await resp.write(data[at:min(at + PIECE, last + 1)])
+        return resp
+
+    app = web.Application()
+    app.router.add_get("/pub/album/one.bin", slow)
+    async with serving(app) as port:
+        _, meta = torrent_for(folder, [], piece_length=4 * PIECE,
+                              web_seeds=[f"http://127.0.0.1:{port}/pub/"])
+        client = await clients()
+        torrent = await client.add_torrent(meta, tmp_path / "out", mode="central")
+        await asyncio.wait_for(torrent.complete.wait(), 30)
+        assert torrent.extra_sources[0].errors == 0
+    assert tree_digest(tmp_path / "out" / "album") == tree_digest(folder)
+
+
+async def test_an_origin_that_keeps_failing_is_given_up(tmp_path, clients, monkeypatch):
+    """A server error may pass, so it is asked again, with a growing pause; but not forever:
+    after MAX_ERRORS_IN_A_ROW failures with nothing delivered, central mode fails with the
+    reason."""
+    from peer.webseed import WebSeed
+    monkeypatch.setattr(WebSeed, "MAX_ERRORS_IN_A_ROW", 2)
+    folder = tmp_path / "www" / "album"
+    make_file(folder / "one.bin", 2 * PIECE, seed=26)
+
+    async def broken(request: web.Request) -> web.Response:
+        return web.Response(status=500)
+
+    app = web.Application()
+    app.router.add_get("/pub/album/one.bin", broken)
+    async with serving(app) as port:
+        _, meta = torrent_for(folder, [], piece_length=PIECE,
+                              web_seeds=[f"http://127.0.0.1:{port}/pub/"])
+        client = await clients()
+        torrent = await client.add_torrent(meta, tmp_path / "out", mode="central")
+        await asyncio.wait_for(torrent.failed.wait(), 20)
+    assert "no web seed can be used" in torrent.error and "HTTP 500" in torrent.error
