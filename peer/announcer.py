@@ -34,6 +34,22 @@ class AnnounceError(Exception):
     """This tracker did not give us peers this time (unreachable, failure reason, garbage)."""
 
 
+class BodyTooLarge(Exception):
+    pass
+
+
+async def read_body(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The whole body of an HTTP answer, or BodyTooLarge past `limit` bytes. (One
+    `resp.content.read(limit)` returns what has arrived so far: a 500 KB .torrent came back
+    cut at 128 KB.)"""
+    body = bytearray()
+    async for chunk in resp.content.iter_chunked(64 * 1024):
+        body += chunk
+        if len(body) > limit:
+            raise BodyTooLarge(f"the answer is larger than {limit // (1024 * 1024)} MiB")
+    return bytes(body)
+
+
 def url_problem(url: str) -> str | None:
     """Why we can never announce to this URL (scheme, host, port), or None.
 
@@ -173,15 +189,15 @@ class Announcer:
         full = tp.build_announce_url(url, req)
         try:
             async with self._session.get(URL(full, encoded=True)) as resp:
-                body = await resp.content.read(4 * 1024 * 1024)
                 if resp.status != 200:
                     raise AnnounceError(f"HTTP {resp.status}")
+                body = await read_body(resp, 4 * 1024 * 1024)
         except aiohttp.ClientConnectorError as exc:     # (its own text adds "ssl:default")
             reason = os.strerror(exc.os_error.errno) if exc.os_error.errno else str(exc.os_error)
             raise AnnounceError(f"cannot connect: {reason}") from None
         except asyncio.TimeoutError:
             raise AnnounceError(f"no answer in {self.http_timeout:g} s") from None
-        except (aiohttp.ClientError, OSError) as exc:
+        except (aiohttp.ClientError, OSError, BodyTooLarge) as exc:
             raise AnnounceError(str(exc) or type(exc).__name__) from None
         try:
             return tp.decode_announce_response(body)

@@ -20,9 +20,11 @@ from typing import NoReturn
 import click
 
 from common.metainfo import (
-    MIN_PIECE_LENGTH, Metainfo, MetainfoError, create_metainfo, load_metainfo, parse_metainfo,
+    MAX_TORRENT_SIZE, MIN_PIECE_LENGTH, Metainfo, MetainfoError, create_metainfo, load_metainfo,
+    parse_metainfo,
 )
 from common.rates import format_bytes, parse_rate, parse_size
+from peer.announcer import BodyTooLarge, read_body
 from peer.client import Client, ClientConfig, ClientError, daemon_loop_setup, wait_any
 from peer.progress import ProgressReporter
 from peer.storage import StorageError
@@ -183,10 +185,10 @@ async def _fetch(url: str) -> bytes:
             async with session.get(url) as resp:
                 if resp.status != 200:
                     raise UserError(f"{url}: HTTP {resp.status}")
-                return await resp.content.read(16 * 1024 * 1024)
+                return await read_body(resp, MAX_TORRENT_SIZE)
     except aiohttp.InvalidURL:          # (its text is the URL alone)
         raise UserError(f"{url}: not a usable URL") from None
-    except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as exc:
+    except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError, BodyTooLarge) as exc:
         raise UserError(f"{url}: {exc or type(exc).__name__}") from None
 
 
