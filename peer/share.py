@@ -40,6 +40,7 @@ async def share(paths: Sequence[str | os.PathLike], trackers: Sequence[str],
     items = _distinct(paths)
     _check_names(items)
     out_dir = Path(torrents_dir)
+    _check_outside(items, out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -68,6 +69,16 @@ def _distinct(paths: Sequence[str | os.PathLike]) -> list[Path]:
         if path not in items:
             items.append(path)
     return items
+
+
+def _check_outside(items: list[Path], out_dir: Path) -> None:
+    """The .torrent files may not land in a shared folder: the next `share` would hash them
+    as part of the data, publish a torrent of data nobody else has, and fail to seed it."""
+    where = out_dir.resolve()
+    for path in items:
+        if path.is_dir() and where.is_relative_to(path):
+            raise ShareError(f"the .torrent files would be written inside {path}, which is shared; "
+                             f"give --torrents-dir a folder outside it")
 
 
 def _check_names(items: list[Path]) -> None:

@@ -83,3 +83,13 @@ async def test_share_refuses_missing_paths_and_clashing_names(client, items, tmp
     with pytest.raises(ShareError, match="nothing to share"):
         await share([], [], tmp_path / "t", client)
     assert client.torrents == {}
+
+
+async def test_share_refuses_to_write_its_torrents_into_a_shared_folder(client, items, tmp_path):
+    """`share .` with the default --torrents-dir (.) worked once, then hashed its own
+    .torrent as data on the next run, overwrote it and refused to seed."""
+    _, kit = items
+    for inside in (kit, kit / "maps"):
+        with pytest.raises(ShareError, match="written inside .*lan-party-kit.*outside it"):
+            await share([kit], [], inside, client)
+    assert not list(kit.rglob("*.torrent")) and not client.torrents
