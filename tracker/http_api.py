@@ -18,13 +18,16 @@ import html
 import json
 import logging
 import os
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
-import aiofiles
-from aiohttp import web
+import aiofiles.threadpool
+from aiohttp import hdrs, web
+from aiohttp.abc import AbstractStreamWriter
 
 from common.metainfo import MetainfoError, load_metainfo
 from common.rates import TokenBucket, format_bytes
@@ -40,6 +43,7 @@ log = logging.getLogger("swarm.tracker")
 
 BENCODE_TYPE = "text/plain"   # what most trackers send; clients do not look at it
 PAGES = ("/announce", "/scrape", "/stats.json", "/")
+_ZERO_SUFFIX = re.compile(r"bytes=-0+", re.ASCII | re.IGNORECASE)   # as aiohttp's Range pattern
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,32 +61,42 @@ class CatalogEntry:
 
 
 class TorrentCatalog:
-    """The .torrent files of a folder, re-read whenever the folder changes."""
+    """The .torrent files of a folder, each re-read when it is added or changes."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        self._stamp: float | None = None
+        self._read: dict[str, tuple[tuple[int, int], CatalogEntry | None]] = {}   # name -> (stamp, entry)
         self.by_file: dict[str, CatalogEntry] = {}
         self.by_hash: dict[bytes, CatalogEntry] = {}
 
     def refresh(self) -> None:
-        try:
-            stamp = self.folder.stat().st_mtime
-        except OSError:
-            return
-        if stamp == self._stamp:
-            return
-        self._stamp = stamp
-        by_file = {}
+        """One stat per file, a parse only where (mtime_ns, size) changed.
+
+        Per file because rewriting one in place (`cp b.torrent DIR/a.torrent`) or finishing
+        writing it leaves the folder's mtime alone. A file that does not parse keeps its stamp
+        too: it is tried again once it changes (a half-written file grows), not on every request.
+        """
+        read = {}
         for path in sorted(self.folder.glob("*.torrent")):
             try:
-                meta = load_metainfo(path)
-            except MetainfoError as exc:
-                log.warning("skipping %s", exc)
-                continue
-            by_file[path.name] = CatalogEntry(path.name, meta.name, meta.total_length, meta.info_hash)
-        self.by_file = by_file
-        self.by_hash = {e.info_hash: e for e in by_file.values()}
+                st = path.stat()
+            except OSError:
+                continue                     # removed since the glob
+            stamp = (st.st_mtime_ns, st.st_size)
+            known = self._read.get(path.name)
+            read[path.name] = known if known and known[0] == stamp else (stamp, _catalog_entry(path))
+        self._read = read
+        self.by_file = {name: entry for name, (_, entry) in read.items() if entry}
+        self.by_hash = {e.info_hash: e for e in self.by_file.values()}
+
+
+def _catalog_entry(path: Path) -> CatalogEntry | None:
+    try:
+        meta = load_metainfo(path)
+    except MetainfoError as exc:
+        log.warning("skipping %s", exc)
+        return None
+    return CatalogEntry(path.name, meta.name, meta.total_length, meta.info_hash)
 
 
 def _inside(root: Path, relative: str) -> Path | None:
@@ -197,48 +211,7 @@ class TrackerHttp:
         path = _inside(self.files_dir, request.match_info["path"])
         if path is None:
             raise web.HTTPNotFound(text="no such file\n")
-        if self.bucket is None:
-            return _CountedFileResponse(path, self)     # sendfile, Range, conditional requests
-        return await self._throttled_file(request, path)
-
-    async def _throttled_file(self, request: web.Request, path: Path) -> web.StreamResponse:
-        """Serve (a Range of) a file in chunks, each paid for from the shared upload bucket."""
-        size = path.stat().st_size
-        try:
-            wanted = request.http_range
-        except ValueError:
-            wanted = slice(None, None)       # a Range we cannot parse is ignored (RFC 9110)
-        status, start, stop = 200, 0, size
-        headers = {"Accept-Ranges": "bytes", "Content-Type": "application/octet-stream"}
-        if wanted.start is not None or wanted.stop is not None:
-            start, stop, _ = wanted.indices(size)
-            if start >= stop:
-                raise web.HTTPRequestRangeNotSatisfiable(headers={"Content-Range": f"bytes */{size}"})
-            status = 206
-            headers["Content-Range"] = f"bytes {start}-{stop - 1}/{size}"
-        headers["Content-Length"] = str(stop - start)
-        resp = web.StreamResponse(status=status, headers=headers)
-        await resp.prepare(request)
-        if request.method == "HEAD":
-            return resp
-        assert self.bucket is not None and self.bucket.rate is not None
-        chunk_size = int(min(64 * 1024, max(1024, self.bucket.rate / 20)))
-        loop = asyncio.get_running_loop()
-        async with aiofiles.open(path, "rb") as f:
-            await f.seek(start)
-            left = stop - start
-            while left > 0:
-                chunk = await f.read(min(chunk_size, left))
-                if not chunk:
-                    break                    # the file shrank under us; the client sees a short body
-                delay = self.bucket.reserve(len(chunk), loop.time())
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                await resp.write(chunk)
-                self.files_bytes_sent += len(chunk)
-                left -= len(chunk)
-        await resp.write_eof()
-        return resp
+        return _OriginFileResponse(path, self)
 
 
 def index_html(stats: dict) -> str:
@@ -265,17 +238,49 @@ def index_html(stats: dict) -> str:
     return "\n".join(lines)
 
 
-class _CountedFileResponse(web.FileResponse):
-    """A file response that adds the body bytes it sent to the origin's upload count."""
+class _OriginFileResponse(web.FileResponse):
+    """aiohttp's FileResponse, so that status, validators (ETag, Last-Modified), conditional
+    requests and Range are aiohttp's with or without --upload-limit; only sending the body
+    differs: with a bucket it goes in chunks, each paid for first. Counts the body bytes sent.
+    """
 
     def __init__(self, path: Path, api: TrackerHttp) -> None:
         super().__init__(path)
         self._api = api
 
-    async def prepare(self, request: web.BaseRequest):
-        writer = await super().prepare(request)     # (sends the body)
-        if request.method != "HEAD" and self.status in (200, 206):
-            self._api.files_bytes_sent += self.content_length or 0
+    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
+        if _ZERO_SUFFIX.fullmatch(request.headers.get(hdrs.RANGE, "")):
+            # aiohttp reads `bytes=-0` as the whole file; it is unsatisfiable (RFC 9110 14.1.1).
+            # A Range aiohttp cannot parse gets its 416, after the same precondition and If-Range checks.
+            headers = request.headers.copy()
+            headers[hdrs.RANGE] = "unsatisfiable"
+            request = request.clone(headers=headers)
+        return await super().prepare(request)
+
+    async def _sendfile(self, request: web.BaseRequest, fobj: IO[bytes], offset: int,
+                        count: int) -> AbstractStreamWriter:
+        """FileResponse's private hook for the body (aiohttp 3.x): the one step that differs."""
+        bucket = self._api.bucket
+        if bucket is None:
+            writer = await super()._sendfile(request, fobj, offset, count)
+            self._api.files_bytes_sent += count
+            return writer
+        writer = await web.StreamResponse.prepare(self, request)    # the headers FileResponse chose
+        assert writer is not None and bucket.rate is not None
+        chunk_size = int(min(64 * 1024, max(1024, bucket.rate / 20)))
+        loop = asyncio.get_running_loop()
+        afile = aiofiles.threadpool.wrap(fobj)      # (FileResponse opened it, and closes it)
+        await afile.seek(offset)
+        while count > 0:
+            chunk = await afile.read(min(chunk_size, count))
+            if not chunk:
+                break                        # the file shrank under us; the client sees a short body
+            delay = bucket.reserve(len(chunk), loop.time())
+            if delay > 0:
+                await asyncio.sleep(delay)
+            await writer.write(chunk)
+            self._api.files_bytes_sent += len(chunk)
+            count -= len(chunk)
         return writer
 
 
