@@ -38,7 +38,7 @@ from pathlib import Path
 
 import click
 
-from common.metainfo import create_metainfo
+from common.metainfo import MetainfoError, create_metainfo
 from common.rates import format_bytes, format_rate
 from peer.processes import LocalProcess, sha1_file, stop_all, wait_for_line
 
@@ -147,7 +147,7 @@ def _rate_option(name: str, rate: float | None) -> list[str]:
 
 
 _TOTALS = re.compile(r"^totals: uploaded=(\d+) downloaded=(\d+)", re.MULTILINE)
-_COMPLETE = re.compile(r"^complete: .* \(([\d.]+) s\)", re.MULTILINE)
+_COMPLETE = re.compile(r"^complete: .*? \(([\d.]+) s\)$", re.MULTILINE | re.DOTALL)   # PATH may hold a newline
 _ERROR = re.compile(r"^swarm-peer: error: (.*)$", re.MULTILINE)
 
 
@@ -157,7 +157,9 @@ def run_once(mode: str, n: int, source: Path, caps: Capacities, work: Path, time
     work.mkdir(parents=True)
     files = work / "files"
     files.mkdir()
-    served = files / source.name
+    # Served under a plain name: the web seed URL then works whatever the file is called
+    # (`#`, `%`, `?`, a newline); the torrent keeps the real name.
+    served = files / "file"
     try:
         os.link(source, served)          # the origin refuses symlinks that leave its folder
     except OSError:
@@ -176,7 +178,7 @@ def run_once(mode: str, n: int, source: Path, caps: Capacities, work: Path, time
         base = f"http://{HOST}:{port}"
         torrent = work / f"{source.name}.torrent"
         torrent.write_bytes(create_metainfo(source, [f"{base}/announce"],
-                                            web_seeds=[f"{base}/files/{source.name}"],
+                                            web_seeds=[f"{base}/files/{served.name}"],
                                             piece_length=piece_length))
         if mode != "central":
             seed = LocalProcess("seed", ["-m", "peer", "seed", str(torrent), str(source), "--host", HOST,
@@ -328,7 +330,11 @@ def run_compare(file: Path | None = None, peers: int = 8, upload_limit: int | No
     caps = Capacities(peer_up=peer_up, server_up=_rate(server_upload_limit) or peer_up,
                       d_min=_rate(download_limit))
     if file is not None:
+        if not Path(file).is_file():
+            raise CompareError(f"{file}: not a regular file")
         file_size = Path(file).stat().st_size
+        if file_size < 1:
+            raise CompareError(f"{file}: is empty, nothing to distribute")
     else:
         file_size = size
         if file_size < 1:
@@ -339,6 +345,8 @@ def run_compare(file: Path | None = None, peers: int = 8, upload_limit: int | No
         return _model_only(file_size, counts, mode_list, caps, out, echo)
     if file_size > 4 << 30:
         raise CompareError(f"a {format_bytes(file_size)} file is too big to run here; use --model-only")
+    if file is not None:
+        _check_shareable(Path(file), piece_length)
 
     echo(f"compare: {format_bytes(file_size)}, N = {', '.join(map(str, counts))}, modes {', '.join(mode_list)};"
          f" peers upload {_fmt_rate(caps.peer_up)}, origin and seed {_fmt_rate(caps.server_up)},"
@@ -382,6 +390,15 @@ def run_compare(file: Path | None = None, peers: int = 8, upload_limit: int | No
             echo("compare: charts skipped: they need matplotlib (pip install -e '.[chart]')")
     echo(f"compare: wrote {', '.join(str(p) for p in [out / 'table.txt', out / 'results.json', out / 'results.csv', *charts])}")
     return all(r.ok for r in results)
+
+
+def _check_shareable(file: Path, piece_length: int) -> None:
+    """What create_metainfo refuses (a name no torrent can hold, a special or unreadable
+    file) is said now in one line, not as a traceback once the runs have started."""
+    try:
+        create_metainfo(file.resolve(), [], piece_length=piece_length)
+    except MetainfoError as exc:
+        raise CompareError(f"cannot make a torrent: {exc}") from None
 
 
 def _generate(path: Path, size: int) -> None:

@@ -91,3 +91,16 @@ def test_bad_modes_is_one_line_and_exit_2(tmp_path):
     assert got.returncode == 2
     assert got.stderr.strip().splitlines() == [
         "swarm-peer: error: --modes: expected a comma list of central, p2p, hybrid, got 'central,mesh'"]
+
+
+@pytest.mark.parametrize("name", ["a #1.bin", "b%41.bin", "q?x=1 ünï.bin", "new\nline.bin"])
+def test_compare_file_named_with_url_characters_runs_in_every_mode(tmp_path, name):
+    src = tmp_path / name
+    src.write_bytes(os.urandom(300_000))
+    out = tmp_path / "results"
+    got = compare_cli(str(src), "--peers", "1", "--modes", "central,p2p,hybrid", "--timeout", "15",
+                      "--out", str(out), timeout=60)
+    assert got.returncode == 0, got.stdout + got.stderr
+    runs = {r["mode"]: r for r in json.loads((out / "results.json").read_text())["runs"]}
+    assert all(r["ok"] and r["identical"] for r in runs.values()), runs
+    assert runs["central"]["origin_bytes"] >= 300_000 and runs["hybrid"]["origin_bytes"] > 0   # the web seed served

@@ -114,3 +114,36 @@ def test_demo_one_peer_still_works(tmp_path):
     assert got.returncode == 0, got.stdout + got.stderr
     assert "demo: peer1: identical" in got.stdout
     assert "all copies identical to the original" in got.stdout
+
+
+# -- compare FILE -------------------------------------------------------------------------
+@pytest.mark.parametrize("case", ["empty", "empty, model only", "/dev/null", "fifo", "backslash",
+                                  "drive letter", "not UTF-8"])
+def test_compare_refuses_a_file_it_cannot_make_a_torrent_of_before_measuring(tmp_path, case):
+    empty = tmp_path / "e.bin"
+    empty.write_bytes(b"")
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    args, says = {
+        "empty": ([empty], f"{empty}: is empty"),
+        "empty, model only": ([empty, "--model-only"], f"{empty}: is empty"),
+        "/dev/null": (["/dev/null"], "/dev/null: not a regular file"),
+        "fifo": ([fifo], f"{fifo}: not a regular file"),
+        "backslash": ([make_file(tmp_path / "back\\slash.bin", 1000)], "contains '\\\\'"),
+        "drive letter": ([make_file(tmp_path / "c:notes.bin", 1000)], "looks like a drive letter"),
+        "not UTF-8": ([make_file(tmp_path / "bad\udcff.bin", 1000)], "file name is not valid UTF-8"),
+    }[case]
+    got = swarm_peer("compare", *args, "--peers", "1", "--modes", "central", "--out", tmp_path / "out",
+                     "--timeout", "15", timeout=60)
+    assert_one_line_refusal(got, says)
+    assert "compare: central" not in got.stdout             # nothing was measured
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can read anything")
+def test_compare_refuses_an_unreadable_file_before_measuring(tmp_path):
+    src = make_file(tmp_path / "locked.bin", 1000)
+    src.chmod(0)
+    got = swarm_peer("compare", src, "--peers", "1", "--modes", "central", "--out", tmp_path / "out", timeout=60)
+    assert_one_line_refusal(got, "Permission denied")
+    assert "compare: central" not in got.stdout
