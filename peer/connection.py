@@ -302,6 +302,7 @@ class PeerConnection(asyncio.BufferedProtocol):
         elif kind is Choke:
             self.peer_choking = True
             self.choked_at = self.loop.time()
+            torrent.on_choke(self)
             if not self.fast:  # without BEP 6 a choke silently drops our requests
                 dropped = list(self.inflight)
                 self.inflight.clear()

@@ -397,6 +397,16 @@ class PiecePicker:
             if begin % self.block_size == 0:
                 self._unrequest(peer, index, begin // self.block_size)
 
+    def peer_choked(self, peer: Peer) -> None:
+        """A piece only `peer` may fetch (single source, after a hash failure) is let go if it
+        chokes us with none of that piece's blocks asked: else the piece would wait for its
+        unchoke. (Asked blocks come back rejected or dropped, which lets it go already.)"""
+        mine = self._inflight.get(peer, {})
+        for index in self._single_source:
+            p = self._partials.get(index)
+            if p is not None and p.owner == peer and index not in mine:
+                p.owner = None
+
     def peer_refused(self, peer: Peer, index: int, now: float) -> None:
         if peer in self._peers:
             self._refused.setdefault(peer, {})[index] = now

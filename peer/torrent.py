@@ -365,6 +365,9 @@ class Torrent:
     def on_unchoke(self, conn: PeerConnection) -> None:
         self._fill(conn)
 
+    def on_choke(self, conn: PeerConnection) -> None:
+        self.picker.peer_choked(conn)
+
     def on_interest_changed(self, conn: PeerConnection) -> None:
         self.rechoke_soon()
 

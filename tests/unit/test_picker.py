@@ -207,6 +207,24 @@ def test_single_source_piece_moves_whole_when_owner_leaves():
     assert pp.piece_failed(0) == {"B"}
 
 
+def test_single_source_piece_moves_whole_when_owner_chokes_with_nothing_asked():
+    """An owner that chokes us between its requests would hold the piece for as long as it
+    keeps us choked (with blocks asked, its rejects let the piece go already)."""
+    pp = picker(1, blocks_per_piece=2)
+    pp.add_peer("A", [0])
+    pp.add_peer("B", [0])
+    pp.pick("A", 2)
+    pp.block_received("A", 0, 0)
+    pp.block_received("A", 0, BS)
+    pp.piece_failed(0)
+    pp.pick("A", 1)
+    pp.block_received("A", 0, 0)          # A owns the piece, with nothing asked of it
+    pp.peer_choked("B")                   # someone else's choke changes nothing
+    assert pp.pick("B", 5) == []
+    pp.peer_choked("A")
+    assert pp.pick("B", 5) == [(0, 0, BS), (0, BS, BS)], "A's block is not mixed with B's"
+
+
 def test_interesting_and_seed():
     pp = picker(3)
     pp.mark_have(0)
