@@ -9,9 +9,11 @@ and rejects anything else, with an error naming the problem and its offset.
 It is also bounded, because it reads untrusted input from the network:
 the input size is capped (`max_size`), nesting depth is capped
 (`max_depth`) and the decoder is iterative, so neither "llll..." nor a
-declared length like "99999999999:" can recurse deeply or allocate memory
-beyond the input itself. Strings are taken as slices (no per-byte loop), so
-a 2 MB `pieces` string costs one copy.
+declared length like "99999999999:" can recurse deeply. Memory and time grow
+with the number of values rather than with input bytes (2 input bytes "le"
+become a 64-byte Python list), so that number is capped too (`max_values`).
+Strings are taken as slices (no per-byte loop), so a 2 MB `pieces` string
+costs one copy and counts as one value.
 
 Key order: `strict_order=True` (the default) rejects unsorted keys. Some
 torrent generators write the *outer* dict of a .torrent with unsorted keys;
@@ -28,10 +30,16 @@ import re
 
 import bencodepy
 
-__all__ = ["BencodeError", "bdecode", "bdecode_with_spans", "bencode"]
+__all__ = ["BencodeError", "KeyOrderError", "bdecode", "bdecode_with_spans", "bencode"]
 
 DEFAULT_MAX_SIZE = 32 * 1024 * 1024
 DEFAULT_MAX_DEPTH = 64
+# Every string, integer, list and dict counts, keys included. A torrent of 1M files
+# (31 MB, near metainfo's 32 MB cap) has 6M values and needs ~870 MB to parse; 8M of the
+# costliest values (empty lists, "le") need ~620 MB, where 32 MB of them would be 16M
+# lists and 1.3 GB. libtorrent by default refuses more than 3M tokens (a torrent has
+# more of its tokens than of our values).
+DEFAULT_MAX_VALUES = 8_000_000
 
 # Longest integer literal accepted (libtorrent itself stops at 64-bit values).
 _MAX_INT_DIGITS = 64
@@ -47,6 +55,10 @@ _DIGITS = frozenset(b"0123456789")
 
 class BencodeError(ValueError):
     """Input is not canonical bencoding, or a value cannot be bencoded."""
+
+
+class KeyOrderError(BencodeError):
+    """Only key order was wrong so far: a `strict_order=False` decode may still succeed."""
 
 
 class _DictFrame:
@@ -66,10 +78,11 @@ def bdecode(
     *,
     max_size: int = DEFAULT_MAX_SIZE,
     max_depth: int = DEFAULT_MAX_DEPTH,
+    max_values: int = DEFAULT_MAX_VALUES,
     strict_order: bool = True,
 ) -> object:
     """Decode one complete bencoded value; strings become bytes, dict keys bytes."""
-    value, _ = _decode(data, max_size, max_depth, strict_order, want_spans=False)
+    value, _ = _decode(data, max_size, max_depth, max_values, strict_order, want_spans=False)
     return value
 
 
@@ -78,6 +91,7 @@ def bdecode_with_spans(
     *,
     max_size: int = DEFAULT_MAX_SIZE,
     max_depth: int = DEFAULT_MAX_DEPTH,
+    max_values: int = DEFAULT_MAX_VALUES,
     strict_order: bool = True,
 ) -> tuple[dict, dict[bytes, tuple[int, int]]]:
     """Decode a top-level dict and return the (start, end) byte span of each of its values.
@@ -85,13 +99,18 @@ def bdecode_with_spans(
     This is how the info-hash is computed on the `info` dict exactly as it
     appears in the file: `data[start:end]`.
     """
-    value, spans = _decode(data, max_size, max_depth, strict_order, want_spans=True)
+    value, spans = _decode(data, max_size, max_depth, max_values, strict_order, want_spans=True)
     assert isinstance(value, dict)
     return value, spans
 
 
 def _decode(
-    data: bytes, max_size: int, max_depth: int, strict_order: bool, want_spans: bool
+    data: bytes,
+    max_size: int,
+    max_depth: int,
+    max_values: int,
+    strict_order: bool,
+    want_spans: bool,
 ) -> tuple[object, dict[bytes, tuple[int, int]]]:
     if isinstance(data, (bytearray, memoryview)):
         data = bytes(data)
@@ -106,6 +125,7 @@ def _decode(
     spans: dict[bytes, tuple[int, int]] = {}
     stack: list[list | _DictFrame] = []
     pos = 0
+    values = 0
     while True:
         if pos >= size:
             raise BencodeError(f"truncated input: unexpected end at offset {pos}")
@@ -113,6 +133,10 @@ def _decode(
         parent = stack[-1] if stack else None
         expecting_key = isinstance(parent, _DictFrame) and parent.key is None
         token = data[pos]
+        if token != _E:
+            values += 1
+            if values > max_values:
+                raise BencodeError(f"more than max_values {max_values} values at offset {start}")
 
         if token == _E and parent is not None:
             pos += 1
@@ -154,7 +178,7 @@ def _decode(
             if key in parent.entries:
                 raise BencodeError(f"duplicate dict key {key!r} at offset {start}")
             if strict_order and parent.last_key is not None and key < parent.last_key:
-                raise BencodeError(f"dict key {key!r} out of order at offset {start}")
+                raise KeyOrderError(f"dict key {key!r} out of order at offset {start}")
             parent.key = key
             parent.last_key = key
             parent.value_start = pos

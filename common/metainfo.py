@@ -2,9 +2,11 @@
 
 Parsing is defensive because a .torrent names the files we are about to
 write: every path component is checked so that no torrent can write outside
-its folder (`..`, absolute paths, drive letters, separators, NUL), and two
-files can never land on the same path. Any problem is a MetainfoError with a
-one-line message saying where (`info.files[2].path[0]`) and what.
+its folder (`..`, absolute paths, drive letters, separators, NUL), two
+files can never land on the same path (BEP 47 padding files, never written,
+may), and no path is deeper or longer than a file system can hold. Any
+problem is a MetainfoError with a one-line message saying where
+(`info.files[2].path[0]`) and what.
 
 The info-hash is SHA-1 over the `info` dict exactly as it appears in the
 file (see bencoding.bdecode_with_spans), never over a re-encoding.
@@ -20,7 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from common.bencoding import BencodeError, bdecode, bdecode_with_spans, bencode
+from common.bencoding import (
+    BencodeError,
+    KeyOrderError,
+    bdecode,
+    bdecode_with_spans,
+    bencode,
+)
 
 __all__ = [
     "CREATED_BY",
@@ -43,6 +51,12 @@ MAX_DEFAULT_PIECE_LENGTH = 16 * 1024 * 1024
 TARGET_MAX_PIECES = 2000
 # Largest .torrent file we read: a 2 MB `pieces` string already means 100k pieces.
 MAX_TORRENT_SIZE = 32 * 1024 * 1024
+# Deepest `path` list accepted. Real torrents nest a few dozen folders at most, and a
+# 4095-byte path holds 2048 folders at most anyway; storage creates folders with
+# os.makedirs, which recurses once per missing folder (Python stops at 1000).
+MAX_PATH_COMPONENTS = 255
+# Linux's PATH_MAX: no system call takes a longer path, its final NUL included.
+PATH_MAX = 4096
 _READ_CHUNK = 1024 * 1024
 
 
@@ -168,8 +182,10 @@ def _decode_torrent(data: bytes) -> tuple[dict, dict[bytes, tuple[int, int]], bo
     try:
         top, spans = bdecode_with_spans(data, max_size=MAX_TORRENT_SIZE)
         return top, spans, True
-    except BencodeError:
-        pass
+    except KeyOrderError:
+        pass  # any other error would recur in the lenient decode: spare a second pass
+    except BencodeError as exc:
+        raise MetainfoError(f"not a valid bencoded torrent: {exc}") from None
     try:
         top, spans = bdecode_with_spans(data, max_size=MAX_TORRENT_SIZE, strict_order=False)
     except BencodeError as exc:
@@ -200,6 +216,7 @@ def _parse_files(info: dict, name: str) -> tuple[tuple[FileEntry, ...], bool]:
         length = _int_field(info, b"length", "info.length")
         if length < 0:
             raise MetainfoError(f"info.length must not be negative, got {length}")
+        _check_path_size((name,), "info.name")
         return (FileEntry(path=(name,), length=length, offset=0),), False
 
     raw_files = info[b"files"]
@@ -217,6 +234,7 @@ def _parse_files(info: dict, name: str) -> tuple[tuple[FileEntry, ...], bool]:
         if length < 0:
             raise MetainfoError(f"{where}.length must not be negative, got {length}")
         parts = _path_field(raw, where)
+        _check_path_size((name, *parts), f"{where}.path")
         attr = raw.get(b"attr", b"")
         pad = isinstance(attr, bytes) and b"p" in attr   # libtorrent's hybrid torrents have them
         entries.append(FileEntry(path=(name, *parts), length=length, offset=offset, pad=pad))
@@ -240,6 +258,11 @@ def _path_field(raw: dict, where: str) -> tuple[str, ...]:
             raise MetainfoError(f"{where}.path must be a list")
         if not candidates:
             raise MetainfoError(f"{where}.path is empty")
+    if len(candidates) > MAX_PATH_COMPONENTS:
+        raise MetainfoError(
+            f"{where}.path has {len(candidates)} components, more than the "
+            f"{MAX_PATH_COMPONENTS} swarm accepts"
+        )
     parts: list[str] = []
     for j, component in enumerate(candidates):
         label = f"{where}.path[{j}]"
@@ -262,21 +285,42 @@ def _check_component(text: str, where: str) -> None:
         raise MetainfoError(f"{where}: path component {text!r} looks like a drive letter")
 
 
+def _check_path_size(path: tuple[str, ...], where: str) -> None:
+    """A path longer than Linux can open would only fail once the download starts."""
+    size = len("/".join(path).encode("utf-8"))
+    if size >= PATH_MAX:
+        raise MetainfoError(
+            f"{where}: file path of {size} bytes is longer than Linux allows "
+            f"(PATH_MAX {PATH_MAX}, final NUL included)"
+        )
+
+
 def _check_no_collisions(entries: list[FileEntry]) -> None:
-    """Two files on one path, or a file that is also a folder of another, cannot both exist."""
-    files = {e.path for e in entries}
-    if len(files) != len(entries):
-        seen: set[tuple[str, ...]] = set()
-        for e in entries:
-            if e.path in seen:
-                raise MetainfoError(f"duplicate file path {'/'.join(e.path)!r}")
-            seen.add(e.path)
-    for e in entries:
-        for cut in range(1, len(e.path)):
-            if e.path[:cut] in files:
-                raise MetainfoError(
-                    f"file {'/'.join(e.path[:cut])!r} is also a folder of {'/'.join(e.path)!r}"
-                )
+    """Two files on one path, or a file that is also a folder of another, cannot both exist.
+
+    Padding files are left out: they are never stored, and libtorrent names every one
+    `.pad/<size>`, so two pads of one size share a path. Folders are numbered by
+    (parent's number, name), so the work is linear in path length, not quadratic.
+    """
+    real = [e for e in entries if not e.pad]
+    folder_ids: dict[tuple[int, str], int] = {}  # (parent folder id, name) -> id; the root is 0
+    example: dict[int, FileEntry] = {}  # folder id -> the first file found in it
+    parents: list[int] = []
+    for e in real:
+        folder = 0
+        for name in e.path[:-1]:
+            folder = folder_ids.setdefault((folder, name), len(folder_ids) + 1)
+            example.setdefault(folder, e)
+        parents.append(folder)
+    seen: set[tuple[str, ...]] = set()
+    for e, parent in zip(real, parents):
+        if e.path in seen:
+            raise MetainfoError(f"duplicate file path {'/'.join(e.path)!r}")
+        seen.add(e.path)
+        if (folder := folder_ids.get((parent, e.path[-1]))) is not None:
+            raise MetainfoError(
+                f"file {'/'.join(e.path)!r} is also a folder of {'/'.join(example[folder].path)!r}"
+            )
 
 
 def _parse_trackers(top: dict) -> tuple[tuple[str, ...], ...]:
