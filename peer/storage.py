@@ -26,6 +26,8 @@ for one after another cost one disk read; concurrent reads of one piece share it
 
 Safety: before anything is created, every file path is resolved and must stay inside
 `root`, so a symlink planted in the download folder cannot redirect writes elsewhere.
+Seeding (read_only) writes nothing, so it follows the user's own symlinks. Only regular
+files are used: a named pipe or a device could block a thread in open() or read() forever.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import functools
 import hashlib
 import mmap
 import os
+import stat
 import sys
 import threading
 from bisect import bisect_right
@@ -70,6 +73,13 @@ MIN_CACHED = 2                       # pieces a torrent may cache even past the 
 #: so four keep a 2-core machine's 1 GiB download busier than two (2.14-2.18 s against
 #: 2.39-2.63 s, alternating runs).
 PIECE_THREADS = 4
+#: descriptors kept free for peer connections, the tracker and the like
+SPARE_DESCRIPTORS = 32
+#: O_NONBLOCK: a named pipe's open() waits for a writer without it (and nothing stops that
+#: wait, not even shutdown); the file type is checked right after.
+_OPEN_FLAGS = os.O_NONBLOCK | os.O_NOCTTY
+_KINDS = {stat.S_IFIFO: "a named pipe", stat.S_IFDIR: "a folder", stat.S_IFCHR: "a device",
+          stat.S_IFBLK: "a device", stat.S_IFSOCK: "a socket"}
 
 
 class PieceMemory:
@@ -95,6 +105,11 @@ class StorageError(Exception):
     """Reading or writing the torrent's files failed; the message says which file and why."""
 
 
+class DataChanged(StorageError):
+    """A file is no longer what was checked (cut short while seeding): pieces advertised
+    as had cannot be served any more, so the torrent should stop with this line."""
+
+
 @dataclass(frozen=True, slots=True)
 class Span:
     """The part of one piece that lives in one file."""
@@ -112,6 +127,8 @@ def _error(exc: OSError, doing: str, path: Path | str) -> StorageError:
         return StorageError(f"permission denied {doing} {path}")
     if exc.errno == errno.EROFS:
         return StorageError(f"read-only file system {doing} {path}")
+    if exc.errno == errno.EMFILE:
+        return StorageError(f"too many open files {doing} {path}: raise the limit with `ulimit -n`")
     return StorageError(f"{doing} {path} failed: {exc.strerror or exc}")
 
 
@@ -187,13 +204,15 @@ class Storage:
         self._opened = True
 
     def _open_sync(self, create: bool, read_only: bool) -> tuple[list[int | None], list[int]]:
-        self._check_paths()
+        if not read_only:
+            self._check_paths()
+        self._check_descriptors()
         if create:
             real = [p for p, entry in zip(self.paths, self.meta.files) if not entry.pad]
             for folder in sorted({p.parent for p in real} | {self.root}):
                 try:
-                    os.makedirs(folder, exist_ok=True)
-                except FileExistsError:     # a file where the folder (or one above it) goes
+                    _make_folders(folder)
+                except (FileExistsError, NotADirectoryError):  # a file where it (or one above) goes
                     raise StorageError(f"{folder} cannot be made: a file is in the way "
                                        f"(a folder is needed there)") from None
                 except OSError as exc:
@@ -201,17 +220,32 @@ class Storage:
         return self._open_files(create, read_only)
 
     def _check_paths(self) -> None:
+        """Writes must stay inside root (not for reading: the user named the data to seed)."""
         root = self.root.resolve()
         for path in self.paths:
             try:
                 resolved = path.resolve()
-            except (OSError, RuntimeError):  # a symlink loop (RuntimeError before Python 3.13)
+            except RuntimeError:    # a symlink loop, before Python 3.13
                 raise StorageError(f"refusing {path}: symlink loop in {self.root}") from None
+            except OSError as exc:
+                if exc.errno == errno.ELOOP:
+                    raise StorageError(f"refusing {path}: symlink loop in {self.root}") from None
+                raise _error(exc, "checking", path) from None
             if not resolved.is_relative_to(root):
                 raise StorageError(f"refusing {path}: it leads outside {self.root} (symlink?)")
 
+    def _check_descriptors(self) -> None:
+        """Every file stays open while the torrent runs: past the limit, opening would fail
+        at some file with EMFILE, which does not say what to do about it."""
+        files = len(self.paths)
+        limit = allow_open_files(2 * files + 64)    # (and one O_DIRECT each, maybe)
+        needed = _descriptors_in_use() + files + SPARE_DESCRIPTORS
+        if limit < needed:
+            raise StorageError(f"{self.meta.name} has {files} files, all kept open: that needs "
+                               f"{needed} open files, but the limit is {limit}; raise it with "
+                               f"`ulimit -n {needed}` (as root, or in limits.conf) and try again")
+
     def _open_files(self, create: bool, read_only: bool = False) -> tuple[list[int | None], list[int]]:
-        allow_open_files(2 * len(self.paths) + 64)    # (and one O_DIRECT each, maybe)
         fds: list[int | None] = []
         found: list[int] = []
         created: list[int] = []       # files this open made: emptied again if space runs out
@@ -223,11 +257,11 @@ class Storage:
                     continue
                 try:
                     if create:
-                        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+                        fd = os.open(path, os.O_RDWR | os.O_CREAT | _OPEN_FLAGS, 0o644)
                     elif not read_only and os.access(path, os.W_OK):
-                        fd = os.open(path, os.O_RDWR)
+                        fd = os.open(path, os.O_RDWR | _OPEN_FLAGS)
                     else:
-                        fd = os.open(path, os.O_RDONLY)
+                        fd = os.open(path, os.O_RDONLY | _OPEN_FLAGS)
                 except FileNotFoundError:
                     fds.append(None)
                     found.append(0)
@@ -236,7 +270,12 @@ class Storage:
                     raise _error(exc, "opening", path) from None
                 fds.append(fd)
                 try:
-                    size = os.fstat(fd).st_size
+                    info = os.fstat(fd)
+                    size = info.st_size
+                    if not stat.S_ISREG(info.st_mode):
+                        kind = _KINDS.get(stat.S_IFMT(info.st_mode), "not a file")
+                        raise StorageError(f"{path} is not a regular file ({kind})")
+                    os.set_blocking(fd, True)
                     found.append(min(size, entry.length))
                     if create and size != entry.length:
                         os.ftruncate(fd, entry.length)  # sparse: no blocks are allocated
@@ -489,8 +528,8 @@ class Storage:
                 chunk = os.pread(fd, span.length, span.file_offset)
                 while len(chunk) < span.length:
                     more = os.pread(fd, span.length - len(chunk), span.file_offset + len(chunk))
-                    if not more:
-                        raise StorageError(f"cannot read {path}: file is shorter than expected")
+                    if not more:    # (checked when opened, or written since)
+                        raise DataChanged(f"{path} changed on disk: it is shorter than the torrent says")
                     chunk += more
             except OSError as exc:
                 raise _error(exc, "reading", path) from None
@@ -576,6 +615,33 @@ def _preallocate(fd: int, length: int) -> None:
             raise OSError(err, os.strerror(err))
         if err != errno.EINTR:
             return          # not supported here (EOPNOTSUPP...): the file stays sparse
+
+
+def _make_folders(folder: Path) -> None:
+    """os.makedirs(folder, exist_ok=True) without its recursion, which a torrent's path
+    of 1000 folders (legal) turned into a RecursionError."""
+    todo = [folder]
+    while todo:
+        try:
+            os.mkdir(todo[-1])
+        except FileNotFoundError:       # its parent is missing too: that one first
+            if todo[-1].parent == todo[-1]:
+                raise
+            todo.append(todo[-1].parent)
+            continue
+        except FileExistsError:
+            if not todo[-1].is_dir():
+                raise
+        todo.pop()
+
+
+def _descriptors_in_use() -> int:
+    for listing in ("/proc/self/fd", "/dev/fd"):
+        try:
+            return len(os.listdir(listing)) - 1     # (less the listing's own)
+        except OSError:
+            pass
+    return 0
 
 
 @functools.cache

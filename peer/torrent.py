@@ -24,7 +24,7 @@ from peer.choker import Choker, PeerStats
 from peer.connection import PeerConnection, Timeouts
 from peer.first_copy import FirstCopy
 from peer.picker import OpenPieces, PiecePicker
-from peer.storage import Storage, StorageError
+from peer.storage import DataChanged, Storage, StorageError
 
 log = logging.getLogger("swarm.peer")
 
@@ -634,7 +634,10 @@ class Torrent:
         self.down_meter.add(n, self.loop.time())
 
     def on_serve_error(self, exc: Exception) -> None:
-        log.warning("reading from disk failed: %s", exc)
+        if isinstance(exc, DataChanged):    # pieces we said we have are gone: stop, say why
+            self.fail(str(exc))
+        else:
+            log.warning("reading from disk failed: %s", exc)
 
     # -- choking ------------------------------------------------------------------
     def rechoke_soon(self) -> None:
