@@ -23,6 +23,7 @@ from peer.announcer import Announcer
 from peer.connection import PeerConnection, Timeouts
 from peer.lsd import LocalDiscovery
 from peer.picker import PROCESS_OPEN_BYTES, OpenPieces
+from peer.piece_workers import as_batch_thread
 from peer.storage import PROCESS_PIECE_BYTES, PieceMemory, Storage
 from peer.torrent import Limits, Torrent
 
@@ -35,7 +36,8 @@ PEER_ID_PREFIX = b"-SW0100-"  # Azureus-style: client "SW", version 0.1.0.0
 def use_io_threads(loop: asyncio.AbstractEventLoop, threads: int = 16) -> None:
     """Pieces are hashed, written and read in threads; asyncio's default pool has only 6,
     which starves a daemon with many active torrents."""
-    loop.set_default_executor(ThreadPoolExecutor(max_workers=threads, thread_name_prefix="swarm-io"))
+    loop.set_default_executor(ThreadPoolExecutor(max_workers=threads, thread_name_prefix="swarm-io",
+                                                 initializer=as_batch_thread))
 
 
 def daemon_loop_setup() -> asyncio.Event:

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import queue
 import threading
 from collections.abc import Callable
 
-__all__ = ["PieceWorkers"]
+__all__ = ["PieceWorkers", "as_batch_thread"]
 
 log = logging.getLogger("swarm.peer")
 
@@ -59,6 +60,7 @@ class PieceWorkers:
             self._jobs.put(None)
 
     def _run(self) -> None:
+        as_batch_thread()
         work, jobs = self._work, self._jobs
         while True:
             job = jobs.get()
@@ -102,3 +104,17 @@ class PieceWorkers:
                     self._finished[:0] = finished
                     self._wake_pending = True
                 self._loop.call_soon(self._deliver)
+
+
+def as_batch_thread() -> None:
+    """Make the calling thread batch work for the scheduler (Linux SCHED_BATCH, same share
+    of the CPU): waking it then no longer preempts the event loop's thread.
+
+    Handing a piece to an idle thread woke it on the loop's own core, which it took over only
+    to wait there for the GIL the loop holds: 1 GiB over loopback on a busy machine, the loop
+    lost 21-140 ms in `submit` (p90 12-20 us a call); as batch threads, 4-13 ms (p90 1.5-4
+    us). On a quiet machine the same wall time, and 0.07 s less CPU (5 alternating runs)."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
+    except (AttributeError, OSError):    # not Linux, or not allowed: the default it is
+        pass

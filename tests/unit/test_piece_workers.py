@@ -55,3 +55,22 @@ async def test_stop_with_discard_drops_jobs_not_started():
     gate.set()
     await asyncio.sleep(0.2)
     assert done == [0]
+
+
+async def test_the_threads_are_batch_work_and_the_event_loop_is_not():
+    """Waking a piece thread must not preempt the event loop's thread (Linux SCHED_BATCH);
+    the loop's own thread keeps the normal policy."""
+    import os
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        import pytest
+        pytest.skip("SCHED_BATCH is Linux's")
+    policies: list[int] = []
+    workers = PieceWorkers(lambda: policies.append(os.sched_getscheduler(0)) or True, threads=2)
+    done = asyncio.Event()
+    workers.submit((), lambda result: done.set())
+    await asyncio.wait_for(done.wait(), 5)
+    workers.stop()
+    assert policies == [os.SCHED_BATCH]
+    assert os.sched_getscheduler(0) == os.SCHED_OTHER
