@@ -229,6 +229,30 @@ def _range_of(request: web.Request, size: int) -> tuple[int, int]:
     return int(first), min(int(last), size - 1)
 
 
+async def _partial_answer(request: web.Request, data: bytes) -> tuple[web.StreamResponse, int, int]:
+    """A 206 answer to the request's Range of `data`, headers sent, the body still to write."""
+    first, last = _range_of(request, len(data))
+    resp = web.StreamResponse(status=206, headers={"Content-Range": f"bytes {first}-{last}/{len(data)}"})
+    resp.content_length = last - first + 1
+    await resp.prepare(request)
+    return resp, first, last
+
+
+async def _central_from(handler, folder: Path, tmp_path: Path, clients, piece_length: int,
+                        until: str = "complete"):
+    """`folder`'s torrent downloaded in central mode from a server that answers with
+    `handler`, until the torrent is complete (or failed); returns the Torrent."""
+    app = web.Application()
+    app.router.add_get(f"/pub/{folder.name}/{{name}}", handler)
+    async with serving(app) as port:
+        _, meta = torrent_for(folder, [], piece_length=piece_length,
+                              web_seeds=[f"http://127.0.0.1:{port}/pub/"])
+        client = await clients()
+        torrent = await client.add_torrent(meta, tmp_path / "out", mode="central")
+        await asyncio.wait_for(getattr(torrent, until).wait(), 30)
+    return torrent
+
+
 async def test_an_answer_cut_off_midway_still_brings_its_whole_blocks(tmp_path, clients):
     """A server (or proxy) that drops the connection partway through every long answer:
     the blocks that came whole are kept, and only the rest is asked again. They used to be
@@ -238,11 +262,7 @@ async def test_an_answer_cut_off_midway_still_brings_its_whole_blocks(tmp_path, 
     cut_offs = []
 
     async def cut_off(request: web.Request) -> web.StreamResponse:
-        first, last = _range_of(request, len(data))
-        resp = web.StreamResponse(status=206, headers={
-            "Content-Range": f"bytes {first}-{last}/{len(data)}"})
-        resp.content_length = last - first + 1
-        await resp.prepare(request)
+        resp, first, last = await _partial_answer(request, data)
         sent = min(last - first + 1, 40 * 1024)      # 2.5 blocks of a 4-block piece
         await resp.write(data[first:first + sent])
         if sent <= last - first:
@@ -250,14 +270,7 @@ async def test_an_answer_cut_off_midway_still_brings_its_whole_blocks(tmp_path, 
             request.transport.close()
         return resp
 
-    app = web.Application()
-    app.router.add_get("/pub/album/one.bin", cut_off)
-    async with serving(app) as port:
-        _, meta = torrent_for(folder, [], piece_length=4 * PIECE,
-                              web_seeds=[f"http://127.0.0.1:{port}/pub/"])
-        client = await clients()
-        torrent = await client.add_torrent(meta, tmp_path / "out", mode="central")
-        await asyncio.wait_for(torrent.complete.wait(), 30)
+    torrent = await _central_from(cut_off, folder, tmp_path, clients, 4 * PIECE)
     assert cut_offs and torrent.error is None
     assert tree_digest(tmp_path / "out" / "album") == tree_digest(folder)
 
@@ -272,26 +285,15 @@ async def test_a_slow_origin_is_waited_for_while_it_sends(tmp_path, clients, mon
     data = make_file(folder / "one.bin", 2 * 4 * PIECE, seed=25).read_bytes()
 
     async def slow(request: web.Request) -> web.StreamResponse:
-        first, last = _range_of(request, len(data))
-        resp = web.StreamResponse(status=206, headers={
-            "Content-Range": f"bytes {first}-{last}/{len(data)}"})
-        resp.content_length = last - first + 1
-        await resp.prepare(request)
+        resp, first, last = await _partial_answer(request, data)
         for at in range(first, last + 1, PIECE):     # 4 blocks, 0.4 s apart: 1.2 s an answer
             if at > first:
                 await asyncio.sleep(0.4)
             await resp.write(data[at:min(at + PIECE, last + 1)])
         return resp
 
-    app = web.Application()
-    app.router.add_get("/pub/album/one.bin", slow)
-    async with serving(app) as port:
-        _, meta = torrent_for(folder, [], piece_length=4 * PIECE,
-                              web_seeds=[f"http://127.0.0.1:{port}/pub/"])
-        client = await clients()
-        torrent = await client.add_torrent(meta, tmp_path / "out", mode="central")
-        await asyncio.wait_for(torrent.complete.wait(), 30)
-        assert torrent.extra_sources[0].errors == 0
+    torrent = await _central_from(slow, folder, tmp_path, clients, 4 * PIECE)
+    assert torrent.extra_sources[0].errors == 0
     assert tree_digest(tmp_path / "out" / "album") == tree_digest(folder)
 
 
@@ -307,12 +309,5 @@ async def test_an_origin_that_keeps_failing_is_given_up(tmp_path, clients, monke
     async def broken(request: web.Request) -> web.Response:
         return web.Response(status=500)
 
-    app = web.Application()
-    app.router.add_get("/pub/album/one.bin", broken)
-    async with serving(app) as port:
-        _, meta = torrent_for(folder, [], piece_length=PIECE,
-                              web_seeds=[f"http://127.0.0.1:{port}/pub/"])
-        client = await clients()
-        torrent = await client.add_torrent(meta, tmp_path / "out", mode="central")
-        await asyncio.wait_for(torrent.failed.wait(), 20)
+    torrent = await _central_from(broken, folder, tmp_path, clients, PIECE, until="failed")
     assert "no web seed can be used" in torrent.error and "HTTP 500" in torrent.error

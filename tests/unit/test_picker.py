@@ -190,7 +190,8 @@ def test_piece_failed_returns_contributors_and_refetches_from_one_peer():
     assert pp.piece_failed(0) == {"A"}, "a second failure names the liar alone"
 
 
-def test_single_source_piece_moves_whole_when_owner_leaves():
+def _owned_by_a_with_nothing_asked() -> PiecePicker:
+    """A 2-block piece that failed once; A owns its second attempt and sent block 0."""
     pp = picker(1, blocks_per_piece=2)
     pp.add_peer("A", [0])
     pp.add_peer("B", [0])
@@ -200,6 +201,11 @@ def test_single_source_piece_moves_whole_when_owner_leaves():
     pp.piece_failed(0)
     pp.pick("A", 1)
     pp.block_received("A", 0, 0)
+    return pp
+
+
+def test_single_source_piece_moves_whole_when_owner_leaves():
+    pp = _owned_by_a_with_nothing_asked()
     pp.remove_peer("A")
     assert pp.pick("B", 5) == [(0, 0, BS), (0, BS, BS)], "A's block is not mixed with B's"
     pp.block_received("B", 0, 0)
@@ -210,15 +216,7 @@ def test_single_source_piece_moves_whole_when_owner_leaves():
 def test_single_source_piece_moves_whole_when_owner_chokes_with_nothing_asked():
     """An owner that chokes us between its requests would hold the piece for as long as it
     keeps us choked (with blocks asked, its rejects let the piece go already)."""
-    pp = picker(1, blocks_per_piece=2)
-    pp.add_peer("A", [0])
-    pp.add_peer("B", [0])
-    pp.pick("A", 2)
-    pp.block_received("A", 0, 0)
-    pp.block_received("A", 0, BS)
-    pp.piece_failed(0)
-    pp.pick("A", 1)
-    pp.block_received("A", 0, 0)          # A owns the piece, with nothing asked of it
+    pp = _owned_by_a_with_nothing_asked()
     pp.peer_choked("B")                   # someone else's choke changes nothing
     assert pp.pick("B", 5) == []
     pp.peer_choked("A")
