@@ -22,6 +22,7 @@ from yarl import URL
 
 from common import tracker_proto as tp
 from common.metainfo import url_problem as metainfo_url_problem
+from common.rates import format_bytes
 from common.tracker_proto import AnnounceRequest, AnnounceResponse
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -46,7 +47,7 @@ async def read_body(resp: aiohttp.ClientResponse, limit: int) -> bytes:
     async for chunk in resp.content.iter_chunked(64 * 1024):
         body += chunk
         if len(body) > limit:
-            raise BodyTooLarge(f"the answer is larger than {limit // (1024 * 1024)} MiB")
+            raise BodyTooLarge(f"the answer is larger than {format_bytes(limit)}")
     return bytes(body)
 
 

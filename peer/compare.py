@@ -38,6 +38,7 @@ from pathlib import Path
 
 import click
 
+from common.bencoding import bdecode, bencode
 from common.metainfo import MetainfoError, create_metainfo
 from common.rates import format_bytes, format_rate
 from peer.processes import LocalProcess, sha1_file, stop_all, wait_for_line
@@ -48,6 +49,9 @@ POLL = 0.05
 # 256 KiB pieces, as in most torrents of this size: with 64 KiB ones each of 32 peers gets
 # 4x the `have` messages, and at N = 32 on 2 cores that CPU cost 0.2 of the ratio to the bound.
 PIECE_LENGTH = 256 * 1024
+# The origin serves the file under this name, so the web seed URL works whatever the file
+# is called (`#`, `%`, `?`, a newline); the torrent keeps the real name.
+SERVED_NAME = "file"
 
 
 class CompareError(Exception):
@@ -152,14 +156,15 @@ _ERROR = re.compile(r"^swarm-peer: error: (.*)$", re.MULTILINE)
 
 
 def run_once(mode: str, n: int, source: Path, caps: Capacities, work: Path, timeout: float,
-             original: str | None = None, piece_length: int = PIECE_LENGTH) -> RunResult:
-    """One distribution of `source` to N fresh peers in `mode`; all processes gone after."""
+             original: str | None = None, piece_length: int = PIECE_LENGTH,
+             template: bytes | None = None) -> RunResult:
+    """One distribution of `source` to N fresh peers in `mode`; all processes gone after.
+    `template`: torrent_template(source, piece_length), if the caller made it already."""
+    template = template or torrent_template(source, piece_length)
     work.mkdir(parents=True)
     files = work / "files"
     files.mkdir()
-    # Served under a plain name: the web seed URL then works whatever the file is called
-    # (`#`, `%`, `?`, a newline); the torrent keeps the real name.
-    served = files / "file"
+    served = files / SERVED_NAME
     try:
         os.link(source, served)          # the origin refuses symlinks that leave its folder
     except OSError:
@@ -177,9 +182,7 @@ def run_once(mode: str, n: int, source: Path, caps: Capacities, work: Path, time
         port = int(_wait_line(tracker, r"http://127\.0\.0\.1:(\d+)/announce", 30).group(1))
         base = f"http://{HOST}:{port}"
         torrent = work / f"{source.name}.torrent"
-        torrent.write_bytes(create_metainfo(source, [f"{base}/announce"],
-                                            web_seeds=[f"{base}/files/{served.name}"],
-                                            piece_length=piece_length))
+        torrent.write_bytes(_for_run(template, base))
         if mode != "central":
             seed = LocalProcess("seed", ["-m", "peer", "seed", str(torrent), str(source), "--host", HOST,
                                   "--port", "0", "--no-lsd", *_rate_option("--upload-limit", caps.server_up)],
@@ -345,8 +348,8 @@ def run_compare(file: Path | None = None, peers: int = 8, upload_limit: int | No
         return _model_only(file_size, counts, mode_list, caps, out, echo)
     if file_size > 4 << 30:
         raise CompareError(f"a {format_bytes(file_size)} file is too big to run here; use --model-only")
-    if file is not None:
-        _check_shareable(Path(file), piece_length)
+    if file is not None:       # (a refusal comes now, before anything is measured)
+        template = torrent_template(Path(file).resolve(), piece_length)
 
     echo(f"compare: {format_bytes(file_size)}, N = {', '.join(map(str, counts))}, modes {', '.join(mode_list)};"
          f" peers upload {_fmt_rate(caps.peer_up)}, origin and seed {_fmt_rate(caps.server_up)},"
@@ -359,6 +362,7 @@ def run_compare(file: Path | None = None, peers: int = 8, upload_limit: int | No
         if file is None:
             source = work / f"random-{file_size}.bin"
             _generate(source, file_size)
+            template = torrent_template(source, piece_length)
         else:
             source = Path(file).resolve()
         original = sha1_file(source)
@@ -366,7 +370,8 @@ def run_compare(file: Path | None = None, peers: int = 8, upload_limit: int | No
             for mode in mode_list:
                 echo(f"compare: {mode}, N = {n} ...")
                 run_dir = work / f"{mode}-{n}"
-                result = run_once(mode, n, source, caps, run_dir, timeout, original, piece_length)
+                result = run_once(mode, n, source, caps, run_dir, timeout, original, piece_length,
+                                  template)
                 if keep_logs:     # every process's output, for looking into a slow run
                     logs = out / "logs" / f"{mode}-{n}"
                     logs.mkdir(parents=True, exist_ok=True)
@@ -392,13 +397,23 @@ def run_compare(file: Path | None = None, peers: int = 8, upload_limit: int | No
     return all(r.ok for r in results)
 
 
-def _check_shareable(file: Path, piece_length: int) -> None:
-    """What create_metainfo refuses (a name no torrent can hold, a special or unreadable
-    file) is said now in one line, not as a traceback once the runs have started."""
+def torrent_template(source: Path, piece_length: int = PIECE_LENGTH) -> bytes:
+    """The torrent of `source` without trackers: hashed once for every run, each of which
+    adds its own tracker and web seed (_for_run). What create_metainfo refuses (a name no
+    torrent can hold, a special or unreadable file) is a CompareError: one line."""
     try:
-        create_metainfo(file.resolve(), [], piece_length=piece_length)
+        return create_metainfo(source, [], piece_length=piece_length)
     except MetainfoError as exc:
         raise CompareError(f"cannot make a torrent: {exc}") from None
+
+
+def _for_run(template: bytes, base: str) -> bytes:
+    """The template with this run's tracker and web seed; the info dict, and so the
+    info-hash, unchanged."""
+    top = bdecode(template)
+    top[b"announce"] = f"{base}/announce".encode()
+    top[b"url-list"] = [f"{base}/files/{SERVED_NAME}".encode()]
+    return bencode(top)
 
 
 def _generate(path: Path, size: int) -> None:

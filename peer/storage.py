@@ -211,7 +211,7 @@ class Storage:
             real = [p for p, entry in zip(self.paths, self.meta.files) if not entry.pad]
             for folder in sorted({p.parent for p in real} | {self.root}):
                 try:
-                    _make_folders(folder)
+                    os.makedirs(folder, exist_ok=True)   # (at most 255 deep: metainfo's bound)
                 except (FileExistsError, NotADirectoryError):  # a file where it (or one above) goes
                     raise StorageError(f"{folder} cannot be made: a file is in the way "
                                        f"(a folder is needed there)") from None
@@ -238,8 +238,8 @@ class Storage:
         """Every file stays open while the torrent runs: past the limit, opening would fail
         at some file with EMFILE, which does not say what to do about it."""
         files = len(self.paths)
-        limit = allow_open_files(2 * files + 64)    # (and one O_DIRECT each, maybe)
         needed = _descriptors_in_use() + files + SPARE_DESCRIPTORS
+        limit = allow_open_files(needed + files)    # (and an O_DIRECT one each, when writing)
         if limit < needed:
             raise StorageError(f"{self.meta.name} has {files} files, all kept open: that needs "
                                f"{needed} open files, but the limit is {limit}; raise it with "
@@ -615,24 +615,6 @@ def _preallocate(fd: int, length: int) -> None:
             raise OSError(err, os.strerror(err))
         if err != errno.EINTR:
             return          # not supported here (EOPNOTSUPP...): the file stays sparse
-
-
-def _make_folders(folder: Path) -> None:
-    """os.makedirs(folder, exist_ok=True) without its recursion, which a torrent's path
-    of 1000 folders (legal) turned into a RecursionError."""
-    todo = [folder]
-    while todo:
-        try:
-            os.mkdir(todo[-1])
-        except FileNotFoundError:       # its parent is missing too: that one first
-            if todo[-1].parent == todo[-1]:
-                raise
-            todo.append(todo[-1].parent)
-            continue
-        except FileExistsError:
-            if not todo[-1].is_dir():
-                raise
-        todo.pop()
 
 
 def _descriptors_in_use() -> int:

@@ -524,7 +524,7 @@ class Torrent:
             if len(attempts) < 3:
                 attempts.append((data, senders))
         self._refill_all()
-        self._check_unobtainable()
+        self.check_unobtainable()
 
     def _convict_liars(self, index: int, good: bytearray) -> None:
         for bad, senders in self.bad_attempts.pop(index, ()):
@@ -532,13 +532,9 @@ class Torrent:
                 if isinstance(src, PeerConnection) and bad[begin:begin + n] != good[begin:begin + n]:
                     self.ban(src)
 
-    def source_gone(self, source) -> None:
-        """A web seed gave up (a dead URL, or too many errors in a row)."""
-        self._check_unobtainable()
-
-    def _check_unobtainable(self) -> None:
+    def check_unobtainable(self) -> None:
         """Central mode with a dead or corrupt origin: stop once only unobtainable pieces
-        are left, rather than wait forever."""
+        are left, rather than wait forever (after a hash failure, or a web seed giving up)."""
         if self.use_peers or not self.extra_sources or self.complete.is_set():
             return
         live = [s for s in self.extra_sources if s.gave_up is None]
@@ -662,7 +658,7 @@ class Torrent:
                 self._refill_all()
             if now - last_check >= 1.0:
                 last_check = now
-                self._check_unobtainable()
+                self.check_unobtainable()
             try:
                 await asyncio.wait_for(self._rechoke_event.wait(), timeout=0.25)
             except asyncio.TimeoutError:

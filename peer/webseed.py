@@ -96,7 +96,7 @@ class WebSeed:
             log.warning("web seed %s: %s; not asking it again", self.url, reason)
             torrent.picker.remove_peer(self)
             self._changed.set()            # its other workers see it and end
-            torrent.source_gone(self)
+            torrent.check_unobtainable()
 
     async def _worker(self, torrent: "Torrent", session: aiohttp.ClientSession) -> None:
         backoff = 1.0
@@ -205,7 +205,7 @@ def _hopeless(exc: BaseException) -> bool:
     """Asking again cannot help: a URL no client can use, a redirect loop, a client error."""
     if isinstance(exc, WebSeedError):
         return exc.hopeless
-    return isinstance(exc, (aiohttp.InvalidURL, aiohttp.TooManyRedirects, ValueError))
+    return isinstance(exc, (aiohttp.TooManyRedirects, ValueError))   # (InvalidURL is a ValueError)
 
 
 def _runs(blocks):
