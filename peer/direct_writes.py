@@ -10,6 +10,13 @@ buffers go through one copy into an aligned buffer this thread keeps (1 MiB). Co
 piece that way cost more than the copy: 2.28 s against 2.14 s for 1 GiB, and 0.2 s more CPU
 (alternating runs), when piece buffers were bytearrays.
 
+Which of the two is cheaper changes with the machine's mood. In a slow hour, the buffered
+copy cost 2.5 s of CPU per GiB; in a middle one, 0.19-0.20 s against the direct writes'
+0.28-0.32 s, which also kept the four piece threads waiting on the disk for 5 s in all
+(buffered: 0.67 s), and a 1 GiB download took 2.38 s buffered against 2.69 s direct (6
+alternating runs, buffered ahead in all 6). So `WriteCosts` measures both, per byte of
+thread CPU, and a piece that may go direct goes the way that costs less now.
+
 The page cache is worth its copy for a piece that other peers still lack: serving it
 then reads memory, not the disk (100 peers on one machine, every piece written direct:
 70 s instead of 44 s). So the torrent asks for a direct write only when every peer it
@@ -28,11 +35,49 @@ import mmap
 import os
 import threading
 
-__all__ = ["DirectWrites", "ALIGN"]
+__all__ = ["DirectWrites", "WriteCosts", "ALIGN"]
 
 ALIGN = 4096                # covers 512- and 4096-byte devices
 CHUNK = 1024 * 1024         # the aligned buffer each writing thread keeps
 _O_DIRECT: int = getattr(os, "O_DIRECT", 0)
+#: a direct write also holds its thread while the disk works, so it must save CPU clearly
+DIRECT_WHEN_BUFFERED_COSTS = 1.5   # times a direct write's CPU per byte
+PROBE_EVERY = 50                   # every so many pieces go the other way: costs drift
+SMOOTHING = 0.2                    # weight of a new measurement in the moving average
+
+
+class WriteCosts:
+    """Which way to write a piece that no peer will ask us for: buffered or direct, by
+    the CPU each has cost per byte lately (thread CPU time, measured by the caller).
+    Pure bookkeeping, safe to call from the piece threads."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._per_byte: dict[bool, float | None] = {False: None, True: None}  # direct? -> s/byte
+        self._chosen = 0
+
+    def choose_direct(self) -> bool:
+        """First one piece each way, then the cheaper, and now and then the other."""
+        with self._lock:
+            buffered, direct = self._per_byte[False], self._per_byte[True]
+            if buffered is None or direct is None:
+                return buffered is not None
+            self._chosen += 1
+            cheaper = buffered > DIRECT_WHEN_BUFFERED_COSTS * direct
+            return cheaper != (self._chosen % PROBE_EVERY == 0)
+
+    def record(self, direct: bool, cpu_seconds: float, nbytes: int) -> None:
+        if nbytes <= 0:
+            return
+        sample = cpu_seconds / nbytes
+        with self._lock:
+            old = self._per_byte[direct]
+            self._per_byte[direct] = sample if old is None else old + SMOOTHING * (sample - old)
+
+    def per_gib(self, direct: bool) -> float | None:
+        """CPU seconds a GiB written this way costs, as measured so far."""
+        cost = self._per_byte[direct]
+        return None if cost is None else cost * 2 ** 30
 
 
 class DirectWrites:

@@ -42,6 +42,7 @@ import os
 import stat
 import sys
 import threading
+import time
 from bisect import bisect_right
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -49,7 +50,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from common.descriptors import allow_open_files
-from peer.direct_writes import ALIGN, DirectWrites
+from peer.direct_writes import ALIGN, DirectWrites, WriteCosts
 from peer.piece_workers import PieceWorkers
 
 
@@ -163,6 +164,7 @@ class Storage:
         self._workers: PieceWorkers | None = None
         self._write_lock = threading.Lock()
         self._direct = DirectWrites()
+        self.write_costs = WriteCosts()     # buffered or direct, for pieces nobody will ask for
 
     # -- layout ------------------------------------------------------------------
     def file_spans(self, index: int, begin: int = 0, length: int | None = None) -> list[Span]:
@@ -366,7 +368,8 @@ class Storage:
         worker threads; then, on the event loop, `on_done(True)` (written), `on_done(False)`
         (wrong hash or size) or `on_done(error)` (a StorageError), always later. No copy: the torrent hands
         over a finished piece buffer and never touches it again. `keep_cached=False`: no
-        peer will ask for it soon, so it may bypass the page cache (peer/direct_writes.py)."""
+        peer will ask for it soon, so it may bypass the page cache, if that is cheaper
+        (peer/direct_writes.py)."""
         try:
             self._require_open()
         except StorageError as error:      # closed under a download: told like any other error
@@ -382,11 +385,11 @@ class Storage:
 
         self._workers.submit((index, data, not keep_cached), finished)
 
-    def _check_and_write(self, index: int, data: bytearray, direct: bool) -> bool:
+    def _check_and_write(self, index: int, data: bytearray, may_go_direct: bool) -> bool:
         if (len(data) != self.meta.piece_size(index)
                 or hashlib.sha1(data).digest() != self.meta.piece_hashes[index]):
             return False
-        self._write_sync(index, data, direct)
+        self._write_sync(index, data, may_go_direct)
         return True
 
     @property
@@ -408,9 +411,13 @@ class Storage:
             self._start_read(index)
 
     # -- pieces ---------------------------------------------------------------------------
-    def _write_sync(self, index: int, data: bytes, direct: bool = False) -> None:
+    def _write_sync(self, index: int, data: bytes, may_go_direct: bool = False) -> None:
+        """`may_go_direct`: no peer will ask for the piece, so it goes whichever way costs
+        less CPU now (WriteCosts); this thread's CPU time for it is the measurement."""
         view = memoryview(data)
         spans = self.file_spans(index)
+        direct = may_go_direct and self.write_costs.choose_direct()
+        cpu_before = time.thread_time()
         # outside the lock: direct writes run in parallel (peer/direct_writes.py)
         aligned = type(data) is mmap.mmap
         written = [direct and self._write_direct(span, view, aligned) for span in spans]
@@ -421,6 +428,8 @@ class Storage:
                 if not done:
                     self._write_buffered(span, view)
                 self._found[span.file] = max(self._found[span.file], span.file_offset + span.length)
+        if all(done == direct for done in written):    # (one way only: a clean measurement)
+            self.write_costs.record(direct, time.thread_time() - cpu_before, len(data))
 
     def _write_buffered(self, span: Span, view: memoryview) -> None:
         fd = self._fds[span.file]

@@ -1,4 +1,5 @@
-"""DirectWrites: pieces past the page cache, and the cases that must fall back to buffered."""
+"""DirectWrites: pieces past the page cache, and the cases that must fall back to buffered;
+WriteCosts: which way a piece goes."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import threading
 import pytest
 
 import peer.direct_writes
-from peer.direct_writes import ALIGN, DirectWrites
+from peer.direct_writes import ALIGN, PROBE_EVERY, DirectWrites, WriteCosts
 
 
 def direct_io_or_skip(folder) -> None:
@@ -115,3 +116,29 @@ def test_close_waits_for_a_write_under_way_and_refuses_later_ones(tmp_path, monk
     assert not writes.write(0, fd, block, 4 * ALIGN)      # after close: the buffered path
     os.close(fd)
     assert path.read_bytes()[:len(block)] == bytes(block)
+
+
+def test_write_costs_try_each_way_once_then_take_the_cheaper_and_probe_the_other():
+    costs = WriteCosts()
+    assert costs.choose_direct() is False           # nothing measured: buffered first
+    costs.record(False, 0.001, 2 ** 20)
+    assert costs.choose_direct() is True            # then one direct write
+    costs.record(True, 0.0005, 2 ** 20)
+    # buffered at 2x direct's CPU per byte: past the 1.5x a direct write must save
+    choices = [costs.choose_direct() for _ in range(2 * PROBE_EVERY)]
+    assert choices.count(False) == 2 and choices[PROBE_EVERY - 1] is False
+    assert costs.per_gib(False) == pytest.approx(1.024) and costs.per_gib(True) == pytest.approx(0.512)
+
+
+def test_write_costs_keep_buffered_writes_unless_direct_ones_save_clearly():
+    costs = WriteCosts()
+    costs.record(False, 0.0012, 2 ** 20)
+    costs.record(True, 0.001, 2 ** 20)     # direct a little cheaper: not worth the disk wait
+    choices = [costs.choose_direct() for _ in range(PROBE_EVERY)]
+    assert choices.count(True) == 1
+    for _ in range(30):                    # the page cache gets dear: the average follows
+        costs.record(False, 0.01, 2 ** 20)
+    assert costs.per_gib(False) > 9
+    assert [costs.choose_direct() for _ in range(PROBE_EVERY)].count(False) == 1
+    costs.record(False, 1.0, 0)            # an empty write tells nothing
+    assert costs.per_gib(False) < 11

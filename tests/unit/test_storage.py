@@ -410,6 +410,7 @@ async def test_pieces_nobody_will_ask_for_go_past_the_page_cache(tmp_path):
     meta = make_meta("mix", [(("a.bin",), 2 * pl), (("b.bin",), pl + 100), (("c.bin",), 2 * pl + 677)],
                      pl, data)
     st = Storage(meta, tmp_path)
+    st.write_costs.choose_direct = lambda: True     # (as where direct writes cost less)
     await st.open()
     for i in range(meta.num_pieces):
         assert await store_if_valid(st, i, data[i * pl:(i + 1) * pl], keep_cached=False)
@@ -440,6 +441,7 @@ async def test_a_piece_assembled_in_a_piece_buffer_is_written_direct_without_a_c
     data = os.urandom(4 * pl)
     meta = make_meta("one", [(("one.bin",), len(data))], pl, data)
     st = Storage(meta, tmp_path)
+    st.write_costs.choose_direct = lambda: True
     await st.open()
     for i in range(meta.num_pieces):
         buf = st.piece_buffer(pl, aligned=True)
@@ -447,6 +449,27 @@ async def test_a_piece_assembled_in_a_piece_buffer_is_written_direct_without_a_c
         assert await store_if_valid(st, i, buf, keep_cached=False) is True
     assert st.direct_bytes == len(data)
     assert bytes(await st.read_piece(3)) == data[3 * pl:]
+    await st.close()
+    assert (tmp_path / "one" / "one.bin").read_bytes() == data
+
+
+@pytest.mark.parametrize("dearer", ["buffered", "direct"])
+async def test_pieces_nobody_will_ask_for_go_the_way_that_costs_less(tmp_path, dearer):
+    """After one piece each way, the writes measured cheaper take the rest (but a probe
+    each PROBE_EVERY pieces); the file is the same either way."""
+    direct_io_or_skip(tmp_path)
+    pl = 65536
+    data = os.urandom(12 * pl)
+    meta = make_meta("one", [(("one.bin",), len(data))], pl, data)
+    st = Storage(meta, tmp_path)
+    await st.open()
+    for i in range(2):              # (measured for real: one buffered, then one direct)
+        assert await store_if_valid(st, i, data[i * pl:(i + 1) * pl], keep_cached=False)
+    assert st.direct_bytes == pl
+    st.write_costs.record(dearer == "direct", 1.0, 1)  # one outlandish sample: 0.2 s/byte
+    for i in range(2, 12):
+        assert await store_if_valid(st, i, data[i * pl:(i + 1) * pl], keep_cached=False)
+    assert st.direct_bytes == (pl if dearer == "direct" else 11 * pl)
     await st.close()
     assert (tmp_path / "one" / "one.bin").read_bytes() == data
 
