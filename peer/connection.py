@@ -413,20 +413,23 @@ class PeerConnection(asyncio.BufferedProtocol):
         if not self.established:
             raise ProtocolError("piece before handshake")
         self.got_first_message = True
-        n = len(msg.block)
+        index, begin, data = msg.index, msg.begin, msg.block
+        n = len(data)
         torrent = self.torrent
         assert torrent is not None
-        if (not 0 <= msg.index < torrent.num_pieces or msg.begin % wire.BLOCK_SIZE
-                or msg.begin + n > torrent.picker.piece_size(msg.index)):   # (index checked)
-            raise ProtocolError(f"block {msg.begin}+{n} of piece {msg.index} is not in the torrent")
-        block = (msg.index, msg.begin, n)
+        end = begin + n
+        if (not 0 <= index < torrent.num_pieces or begin % wire.BLOCK_SIZE
+                or end > torrent.piece_length    # (only the last piece is shorter)
+                or (index == torrent.num_pieces - 1 and end > torrent.piece_size(index))):
+            raise ProtocolError(f"block {begin}+{n} of piece {index} is not in the torrent")
+        block = (index, begin, n)
         self.inflight.discard(block)
         if self.cancels_unanswered:      # (a cancelled request answered by its block after all)
             self.cancels_unanswered.discard(block)
         if self._probe is not None and self._probe[0] == block:
             self.min_rtt = min(self.min_rtt, now - self._probe[1])
             self._probe = None
-        torrent.on_block(self, msg.index, msg.begin, msg.block)
+        torrent.on_block(self, index, begin, data)
         return n
 
     # -- serving --------------------------------------------------------------------

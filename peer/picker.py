@@ -279,10 +279,23 @@ class PiecePicker:
             self._restart(index, p, peer)
         state = p.state
         n = state.find(FREE)
+        if n < 0 or len(out) >= max_blocks:
+            return
+        # (per block: this and block_received run 65,536 times per GiB, so the piece's size
+        # and the peer's set are looked up once per piece, not per block)
+        size, bs = self.piece_size(index), self.block_size
+        mine = self._inflight[peer].setdefault(index, set())
+        requesters = p.requesters
         while n >= 0 and len(out) < max_blocks:
-            self._request(peer, index, p, n)
-            out.append(self._block(index, n))
+            state[n] = REQUESTED
+            p.free -= 1
+            requesters.setdefault(n, []).append(peer)
+            mine.add(n)
+            begin = n * bs
+            out.append((index, begin, bs if begin + bs <= size else size - begin))
             n = state.find(FREE, n + 1)
+        if not p.free:
+            self._with_free.pop(index, None)
 
     def _restart(self, index: int, p: _Partial, owner: Peer) -> None:
         """Hand a single-source piece to a new owner; what others sent is fetched again."""
@@ -362,10 +375,14 @@ class PiecePicker:
         if n >= len(p.state):
             return []
         p.contributors.add(peer)  # even a duplicate: its bytes may be the ones kept
-        others = [q for q in p.requesters.pop(n, ()) if q != peer]
+        asked = p.requesters.pop(n, ())
         self._forget_request(peer, index, n)
-        for q in others:
-            self._forget_request(q, index, n)
+        if len(asked) == 1 and asked[0] == peer:    # (the usual case, kept quick)
+            others = []
+        else:
+            others = [q for q in asked if q != peer]
+            for q in others:
+                self._forget_request(q, index, n)
         if p.state[n] != RECEIVED:
             if p.state[n] == FREE:
                 p.free -= 1

@@ -104,6 +104,7 @@ class Torrent:
         self.storage = storage
         self.info_hash = meta.info_hash
         self.num_pieces = meta.num_pieces
+        self.piece_length = meta.piece_length
         self.piece_size = meta.piece_size
         self.peer_id = peer_id
         self.listen_port = listen_port
