@@ -455,3 +455,32 @@ async def test_connection_cap_refuses_extra_and_keeps_serving(clients, tmp_path)
     await asyncio.sleep(0.2)
     again = await bystander(seed.port, meta)
     await still_served(again, meta, data)
+
+
+@pytest.mark.parametrize("where", ["into the next piece", "past the short last piece"])
+async def test_a_block_past_its_piece_drops_the_peer_that_sent_it(clients, tmp_path, where):
+    """A downloading peer checks each block's end against its piece's real size: a block
+    that runs past it (into the next piece, or past the torrent's short last piece) is a
+    protocol error that ends that connection at once, and nothing of it is kept."""
+    data = make_file(tmp_path / "src" / "data.bin", 3 * PIECE + 5000)
+    _, meta = torrent_for(tmp_path / "src" / "data.bin", piece_length=PIECE)
+    leecher = await clients()
+    lt = await leecher.add_torrent(meta, tmp_path / "leech")
+    seed = await HostilePeer.connect(leecher.port)
+    try:
+        await seed.handshake(meta.info_hash)
+        seed.send(HaveAll())
+        await seed.expect(Interested)
+        seed.send(Unchoke())
+        await seed.expect(Request)
+        [conn] = lt.connections
+        last = meta.num_pieces - 1
+        if where == "into the next piece":
+            seed.send(Piece(0, PIECE - 16384, data[PIECE - 16384:PIECE + 16]))
+        else:
+            seed.send(Piece(last, 0, data[last * PIECE:] + b"x"))
+        assert await seed.closed_within(2)
+        assert "is not in the torrent" in conn.close_reason
+        assert lt.error is None and lt.status().have == 0 and not lt.assembling
+    finally:
+        seed.close()
