@@ -229,3 +229,11 @@ def test_get_into_a_file_instead_of_a_folder_is_said_plainly(tmp_path):
     assert result.returncode == 2 and (tmp_path / "afile").read_text() == "mine"
     assert result.stderr.strip() == (f"swarm-peer: error: {tmp_path / 'afile'} cannot be made: "
                                      f"a file is in the way (a folder is needed there)")
+
+
+def test_the_command_collects_garbage_again_once_its_imports_are_done():
+    """peer/__main__ turns the collector off only while importing (a faster start)."""
+    code = "import gc, peer.__main__; print(gc.isenabled(), peer.__main__.run.__module__)"
+    got = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                         timeout=60)
+    assert got.stdout.split() == ["True", "peer.__main__"], got.stderr
