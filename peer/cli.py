@@ -27,7 +27,7 @@ from common.rates import format_bytes, parse_rate, parse_size
 from peer.announcer import BodyTooLarge, read_body
 from peer.client import Client, ClientConfig, ClientError, daemon_loop_setup, wait_any
 from peer.progress import ProgressReporter
-from peer.storage import StorageError
+from peer.storage import StorageError, disk_name
 from peer.torrent import Torrent, TorrentError
 
 log = logging.getLogger("swarm.peer")
@@ -267,7 +267,7 @@ async def _session(meta: Metainfo, root: Path, config: ClientConfig, *, seed: bo
             return INTERRUPTED
         progress.finish()
         torrent = adding.result()
-        target = root / meta.name
+        target = root / disk_name(meta.name)
         if not torrent.complete.is_set():
             click.echo(f"{meta.name}: {torrent.status().have}/{meta.num_pieces} pieces on disk, downloading")
             await _watch(torrent, progress, stop)
