@@ -34,6 +34,7 @@ import errno
 import mmap
 import os
 import threading
+from collections import deque
 
 __all__ = ["DirectWrites", "WriteCosts", "ALIGN"]
 
@@ -42,42 +43,50 @@ CHUNK = 1024 * 1024         # the aligned buffer each writing thread keeps
 _O_DIRECT: int = getattr(os, "O_DIRECT", 0)
 #: a direct write also holds its thread while the disk works, so it must save CPU clearly
 DIRECT_WHEN_BUFFERED_COSTS = 1.5   # times a direct write's CPU per byte
-PROBE_EVERY = 50                   # every so many pieces go the other way: costs drift
-SMOOTHING = 0.2                    # weight of a new measurement in the moving average
+#: each way's cost is the median of its last few writes: one odd write (identical 256 KiB
+#: writes took 45-207 us of CPU here) moves nothing, and a way's first, cold write (the
+#: O_DIRECT descriptor opened, 1.6-3x the next ones) is outvoted
+SAMPLES = 5
+PROBE_EVERY = 50                   # pieces between two looks at the way not taken: costs drift
+PROBE_PIECES = 3                   # a look is this many pieces (its first one runs cold)
 
 
 class WriteCosts:
     """Which way to write a piece that no peer will ask us for: buffered or direct, by
-    the CPU each has cost per byte lately (thread CPU time, measured by the caller).
-    Pure bookkeeping, safe to call from the piece threads."""
+    the CPU each has cost per byte lately (thread CPU time, measured by the caller). The
+    first pieces alternate until both ways have SAMPLES measurements. Pure bookkeeping,
+    safe to call from the piece threads."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._per_byte: dict[bool, float | None] = {False: None, True: None}  # direct? -> s/byte
+        self._samples: dict[bool, deque[float]] = {False: deque(maxlen=SAMPLES),   # direct? ->
+                                                   True: deque(maxlen=SAMPLES)}    # s per byte
         self._chosen = 0
 
     def choose_direct(self) -> bool:
-        """First one piece each way, then the cheaper, and now and then the other."""
         with self._lock:
-            buffered, direct = self._per_byte[False], self._per_byte[True]
-            if buffered is None or direct is None:
-                return buffered is not None
+            buffered, direct = self._samples[False], self._samples[True]
+            if len(buffered) < SAMPLES or len(direct) < SAMPLES:
+                return len(direct) < len(buffered)
+            cheaper = _median(buffered) > DIRECT_WHEN_BUFFERED_COSTS * _median(direct)
+            probing = self._chosen % PROBE_EVERY >= PROBE_EVERY - PROBE_PIECES
             self._chosen += 1
-            cheaper = buffered > DIRECT_WHEN_BUFFERED_COSTS * direct
-            return cheaper != (self._chosen % PROBE_EVERY == 0)
+            return cheaper != probing
 
     def record(self, direct: bool, cpu_seconds: float, nbytes: int) -> None:
-        if nbytes <= 0:
-            return
-        sample = cpu_seconds / nbytes
-        with self._lock:
-            old = self._per_byte[direct]
-            self._per_byte[direct] = sample if old is None else old + SMOOTHING * (sample - old)
+        if nbytes > 0:
+            with self._lock:
+                self._samples[direct].append(cpu_seconds / nbytes)
 
     def per_gib(self, direct: bool) -> float | None:
-        """CPU seconds a GiB written this way costs, as measured so far."""
-        cost = self._per_byte[direct]
-        return None if cost is None else cost * 2 ** 30
+        """CPU seconds a GiB written this way costs, as measured lately."""
+        with self._lock:
+            samples = self._samples[direct]
+            return _median(samples) * 2 ** 30 if samples else None
+
+
+def _median(values: deque[float]) -> float:
+    return sorted(values)[len(values) // 2]
 
 
 class DirectWrites:

@@ -10,7 +10,7 @@ import threading
 import pytest
 
 import peer.direct_writes
-from peer.direct_writes import ALIGN, PROBE_EVERY, DirectWrites, WriteCosts
+from peer.direct_writes import ALIGN, PROBE_EVERY, PROBE_PIECES, SAMPLES, DirectWrites, WriteCosts
 
 
 def direct_io_or_skip(folder) -> None:
@@ -118,27 +118,42 @@ def test_close_waits_for_a_write_under_way_and_refuses_later_ones(tmp_path, monk
     assert path.read_bytes()[:len(block)] == bytes(block)
 
 
-def test_write_costs_try_each_way_once_then_take_the_cheaper_and_probe_the_other():
+def warmed(buffered: float, direct: float) -> WriteCosts:
+    """WriteCosts past its warm-up, each way measured SAMPLES times at these s/byte."""
     costs = WriteCosts()
-    assert costs.choose_direct() is False           # nothing measured: buffered first
-    costs.record(False, 0.001, 2 ** 20)
-    assert costs.choose_direct() is True            # then one direct write
-    costs.record(True, 0.0005, 2 ** 20)
-    # buffered at 2x direct's CPU per byte: past the 1.5x a direct write must save
-    choices = [costs.choose_direct() for _ in range(2 * PROBE_EVERY)]
-    assert choices.count(False) == 2 and choices[PROBE_EVERY - 1] is False
-    assert costs.per_gib(False) == pytest.approx(1.024) and costs.per_gib(True) == pytest.approx(0.512)
+    for _ in range(2 * SAMPLES):
+        way = costs.choose_direct()
+        costs.record(way, direct if way else buffered, 1)
+    return costs
 
 
-def test_write_costs_keep_buffered_writes_unless_direct_ones_save_clearly():
+def test_write_costs_alternate_until_both_ways_are_measured():
     costs = WriteCosts()
-    costs.record(False, 0.0012, 2 ** 20)
-    costs.record(True, 0.001, 2 ** 20)     # direct a little cheaper: not worth the disk wait
-    choices = [costs.choose_direct() for _ in range(PROBE_EVERY)]
-    assert choices.count(True) == 1
-    for _ in range(30):                    # the page cache gets dear: the average follows
-        costs.record(False, 0.01, 2 ** 20)
-    assert costs.per_gib(False) > 9
-    assert [costs.choose_direct() for _ in range(PROBE_EVERY)].count(False) == 1
-    costs.record(False, 1.0, 0)            # an empty write tells nothing
-    assert costs.per_gib(False) < 11
+    ways = []
+    for _ in range(2 * SAMPLES):
+        ways.append(costs.choose_direct())
+        costs.record(ways[-1], 1.0, 2 ** 20)
+    assert ways == [False, True] * SAMPLES
+    assert costs.per_gib(False) == costs.per_gib(True) == 1024
+
+
+def test_write_costs_take_the_cheaper_way_and_look_at_the_other_now_and_then():
+    costs = warmed(buffered=2.0, direct=1.0)     # buffered dearer than 1.5x direct
+    ways = [costs.choose_direct() for _ in range(2 * PROBE_EVERY)]
+    assert ways.count(False) == 2 * PROBE_PIECES
+    assert ways[PROBE_EVERY - PROBE_PIECES - 1:PROBE_EVERY] == [True] + [False] * PROBE_PIECES
+    costs = warmed(buffered=1.2, direct=1.0)     # direct a little cheaper: not worth the wait
+    assert [costs.choose_direct() for _ in range(PROBE_EVERY)].count(True) == PROBE_PIECES
+
+
+def test_one_odd_write_changes_nothing_but_a_lasting_change_is_followed():
+    costs = warmed(buffered=1.0, direct=1.0)
+    costs.record(False, 100.0, 1)                # one buffered write 100x dearer
+    assert not any(costs.choose_direct() for _ in range(PROBE_EVERY - PROBE_PIECES))
+    for _ in range(SAMPLES // 2 + 1):            # the page cache gets dear for good
+        costs.record(False, 10.0, 1)
+    ways = [costs.choose_direct() for _ in range(PROBE_EVERY)]
+    assert ways.count(True) == PROBE_EVERY - PROBE_PIECES    # direct now, buffered looked at
+    assert costs.per_gib(False) == 10 * 2 ** 30
+    costs.record(False, 1.0, 0)                  # an empty write tells nothing
+    assert costs.per_gib(False) == 10 * 2 ** 30

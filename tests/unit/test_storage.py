@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 import peer.direct_writes
+from peer.direct_writes import SAMPLES
 from peer.storage import _EXACT_REFCOUNTS, MIN_CACHED, PieceMemory, Span, Storage, StorageError
 from tests.unit.test_direct_writes import direct_io_or_skip
 
@@ -455,21 +456,22 @@ async def test_a_piece_assembled_in_a_piece_buffer_is_written_direct_without_a_c
 
 @pytest.mark.parametrize("dearer", ["buffered", "direct"])
 async def test_pieces_nobody_will_ask_for_go_the_way_that_costs_less(tmp_path, dearer):
-    """After one piece each way, the writes measured cheaper take the rest (but a probe
-    each PROBE_EVERY pieces); the file is the same either way."""
+    """The first pieces alternate, measured for real; then the writes measured cheaper take
+    the rest (but PROBE_PIECES in every PROBE_EVERY); the file is the same either way."""
     direct_io_or_skip(tmp_path)
     pl = 65536
-    data = os.urandom(12 * pl)
+    data = os.urandom((2 * SAMPLES + 10) * pl)
     meta = make_meta("one", [(("one.bin",), len(data))], pl, data)
     st = Storage(meta, tmp_path)
     await st.open()
-    for i in range(2):              # (measured for real: one buffered, then one direct)
+    for i in range(2 * SAMPLES):
         assert await store_if_valid(st, i, data[i * pl:(i + 1) * pl], keep_cached=False)
-    assert st.direct_bytes == pl
-    st.write_costs.record(dearer == "direct", 1.0, 1)  # one outlandish sample: 0.2 s/byte
-    for i in range(2, 12):
+    assert st.direct_bytes == SAMPLES * pl
+    for _ in range(SAMPLES):                 # outlandish costs for one way: 1 s a byte
+        st.write_costs.record(dearer == "direct", 1.0, 1)
+    for i in range(2 * SAMPLES, meta.num_pieces):
         assert await store_if_valid(st, i, data[i * pl:(i + 1) * pl], keep_cached=False)
-    assert st.direct_bytes == (pl if dearer == "direct" else 11 * pl)
+    assert st.direct_bytes == (SAMPLES if dearer == "direct" else SAMPLES + 10) * pl
     await st.close()
     assert (tmp_path / "one" / "one.bin").read_bytes() == data
 
