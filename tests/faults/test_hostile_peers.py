@@ -355,21 +355,27 @@ async def test_a_peer_slow_to_unchoke_is_not_taken_for_a_snubber(clients, tmp_pa
     assert (tmp_path / "leech" / "data.bin").read_bytes() == data
 
 
-async def test_a_late_reject_of_a_cancelled_request_is_not_taken_for_the_asking_again(clients, tmp_path):
-    """BEP 6 answers a cancelled request too. We cancel block B, ask for B again (as the
-    endgame can), and the peer rejects the first request, then sends B: the reject answers
-    the cancel and must not drop the second request (or mark the piece refused)."""
-    data = make_file(tmp_path / "src" / "data.bin", 4 * PIECE)
+async def hostile_seed_asked(clients, tmp_path, size: int):
+    """An in-process leecher of `size` bytes, and a HostilePeer posing as its seed that has
+    unchoked it and got its first request: (data, meta, torrent, seed, request)."""
+    data = make_file(tmp_path / "src" / "data.bin", size)
     _, meta = torrent_for(tmp_path / "src" / "data.bin", piece_length=PIECE)
     leecher = await clients()
     lt = await leecher.add_torrent(meta, tmp_path / "leech")
     seed = await HostilePeer.connect(leecher.port)
+    await seed.handshake(meta.info_hash)
+    seed.send(HaveAll())
+    await seed.expect(Interested)
+    seed.send(Unchoke())
+    return data, meta, lt, seed, await seed.expect(Request)
+
+
+async def test_a_late_reject_of_a_cancelled_request_is_not_taken_for_the_asking_again(clients, tmp_path):
+    """BEP 6 answers a cancelled request too. We cancel block B, ask for B again (as the
+    endgame can), and the peer rejects the first request, then sends B: the reject answers
+    the cancel and must not drop the second request (or mark the piece refused)."""
+    data, meta, lt, seed, first = await hostile_seed_asked(clients, tmp_path, 4 * PIECE)
     try:
-        await seed.handshake(meta.info_hash)
-        seed.send(HaveAll())
-        await seed.expect(Interested)
-        seed.send(Unchoke())
-        first = await seed.expect(Request)
         conn = next(iter(lt.connections))
         block = (first.index, first.begin, first.length)
         assert block in conn.inflight
@@ -462,17 +468,8 @@ async def test_a_block_past_its_piece_drops_the_peer_that_sent_it(clients, tmp_p
     """A downloading peer checks each block's end against its piece's real size: a block
     that runs past it (into the next piece, or past the torrent's short last piece) is a
     protocol error that ends that connection at once, and nothing of it is kept."""
-    data = make_file(tmp_path / "src" / "data.bin", 3 * PIECE + 5000)
-    _, meta = torrent_for(tmp_path / "src" / "data.bin", piece_length=PIECE)
-    leecher = await clients()
-    lt = await leecher.add_torrent(meta, tmp_path / "leech")
-    seed = await HostilePeer.connect(leecher.port)
+    data, meta, lt, seed, _ = await hostile_seed_asked(clients, tmp_path, 3 * PIECE + 5000)
     try:
-        await seed.handshake(meta.info_hash)
-        seed.send(HaveAll())
-        await seed.expect(Interested)
-        seed.send(Unchoke())
-        await seed.expect(Request)
         [conn] = lt.connections
         last = meta.num_pieces - 1
         if where == "into the next piece":
