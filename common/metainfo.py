@@ -57,6 +57,13 @@ MAX_TORRENT_SIZE = 32 * 1024 * 1024
 MAX_PATH_COMPONENTS = 255
 # Linux's PATH_MAX: no system call takes a longer path, its final NUL included.
 PATH_MAX = 4096
+# The longest file or folder name Linux's file systems (and macOS's) take, in bytes. A torrent
+# made on Windows may name up to 255 UTF-16 units: 765 bytes of CJK text. A longer name is
+# stored cut as libtorrent cuts it (disk_name), so both clients put such a file under the
+# same name and either can seed what the other fetched.
+NAME_MAX = 255
+NAME_CUT = 240          # the bytes kept: up to the character that reaches this many,
+EXTENSION_BYTES = 9     # then the extension, a dot in the name's last this many bytes
 _READ_CHUNK = 1024 * 1024
 
 
@@ -72,6 +79,33 @@ class FileEntry:
     length: int
     offset: int
     pad: bool = False      # BEP 47 padding (attr "p"): zeros, never stored nor fetched
+
+    @property
+    def disk_path(self) -> tuple[str, ...]:
+        """Where it is stored: `path` with names too long for the disk cut (disk_name)."""
+        return tuple(map(disk_name, self.path))
+
+
+def torrent_file_name(name: str) -> str:
+    """The .torrent's own file name for a torrent called `name` (cut if too long)."""
+    return disk_name(f"{name}.torrent")
+
+
+def disk_name(name: str) -> str:
+    """A file or folder name as it is stored: as it is, if the disk takes it; else the bytes
+    up to the character that reaches NAME_CUT, then its extension (libtorrent's cut, which
+    libtorrent makes from 240 bytes on; 240-255-byte names are kept whole here, as a user's
+    disk holds them)."""
+    raw = name.encode("utf-8", "surrogateescape")
+    if len(raw) <= NAME_MAX:
+        return name
+    start = end = 0
+    for ch in name:
+        start, end = end, end + len(ch.encode("utf-8", "surrogateescape"))
+        if end >= NAME_CUT:
+            break
+    dot = raw.rfind(b".", max(len(raw) - EXTENSION_BYTES, start + 1))
+    return (raw[:end] + (raw[dot:] if dot >= 0 else b"")).decode("utf-8", "surrogateescape")
 
 
 @dataclass(frozen=True)
@@ -286,8 +320,9 @@ def _check_component(text: str, where: str) -> None:
 
 
 def _check_path_size(path: tuple[str, ...], where: str) -> None:
-    """A path longer than Linux can open would only fail once the download starts."""
-    size = len("/".join(path).encode("utf-8"))
+    """A path longer than Linux can open would only fail once the download starts (measured
+    as stored: long names cut)."""
+    size = len("/".join(map(disk_name, path)).encode("utf-8"))
     if size >= PATH_MAX:
         raise MetainfoError(
             f"{where}: file path of {size} bytes is longer than Linux allows "
@@ -296,31 +331,40 @@ def _check_path_size(path: tuple[str, ...], where: str) -> None:
 
 
 def _check_no_collisions(entries: list[FileEntry]) -> None:
-    """Two files on one path, or a file that is also a folder of another, cannot both exist.
+    """Two files on one path, or a file that is also a folder of another, cannot both exist:
+    on disk, that is after long names are cut.
 
     Padding files are left out: they are never stored, and libtorrent names every one
     `.pad/<size>`, so two pads of one size share a path. Folders are numbered by
     (parent's number, name), so the work is linear in path length, not quadratic.
     """
     real = [e for e in entries if not e.pad]
+    stored = [e.disk_path for e in real]
     folder_ids: dict[tuple[int, str], int] = {}  # (parent folder id, name) -> id; the root is 0
     example: dict[int, FileEntry] = {}  # folder id -> the first file found in it
     parents: list[int] = []
-    for e in real:
+    for e, path in zip(real, stored):
         folder = 0
-        for name in e.path[:-1]:
+        for name in path[:-1]:
             folder = folder_ids.setdefault((folder, name), len(folder_ids) + 1)
             example.setdefault(folder, e)
         parents.append(folder)
-    seen: set[tuple[str, ...]] = set()
-    for e, parent in zip(real, parents):
-        if e.path in seen:
-            raise MetainfoError(f"duplicate file path {'/'.join(e.path)!r}")
-        seen.add(e.path)
-        if (folder := folder_ids.get((parent, e.path[-1]))) is not None:
-            raise MetainfoError(
-                f"file {'/'.join(e.path)!r} is also a folder of {'/'.join(example[folder].path)!r}"
-            )
+    seen: dict[tuple[str, ...], FileEntry] = {}
+    for e, path, parent in zip(real, stored, parents):
+        if (first := seen.setdefault(path, e)) is not e:
+            raise MetainfoError(f"duplicate file path {'/'.join(e.path)!r}" + _cut(first, e, path))
+        if (folder := folder_ids.get((parent, path[-1]))) is not None:
+            other = example[folder]
+            raise MetainfoError(f"file {'/'.join(e.path)!r} is also a folder of "
+                                f"{'/'.join(other.path)!r}" + _cut(e, other, path))
+
+
+def _cut(a: FileEntry, b: FileEntry, stored: tuple[str, ...]) -> str:
+    """Why two paths that differ in the torrent meet on disk, if they do."""
+    if a.path == a.disk_path and b.path == b.disk_path:
+        return ""
+    return (f" once names longer than {NAME_MAX} bytes are cut "
+            f"({'/'.join(a.path)!r} and {'/'.join(b.path)!r} meet at {'/'.join(stored)!r})")
 
 
 def _parse_trackers(top: dict) -> tuple[tuple[str, ...], ...]:

@@ -20,14 +20,14 @@ from typing import NoReturn
 import click
 
 from common.metainfo import (
-    MAX_TORRENT_SIZE, MIN_PIECE_LENGTH, Metainfo, MetainfoError, create_metainfo, load_metainfo,
-    parse_metainfo,
+    MAX_TORRENT_SIZE, MIN_PIECE_LENGTH, Metainfo, MetainfoError, create_metainfo, disk_name,
+    load_metainfo, parse_metainfo, torrent_file_name,
 )
 from common.rates import format_bytes, parse_rate, parse_size
 from peer.announcer import BodyTooLarge, read_body
 from peer.client import Client, ClientConfig, ClientError, daemon_loop_setup, wait_any
 from peer.progress import ProgressReporter
-from peer.storage import StorageError, disk_name
+from peer.storage import StorageError
 from peer.torrent import Torrent, TorrentError
 
 log = logging.getLogger("swarm.peer")
@@ -104,7 +104,7 @@ def create(path: Path, trackers, piece_length, web_seeds, comment, output) -> No
         meta = parse_metainfo(data)
     except (MetainfoError, OSError) as exc:
         fail(str(exc))
-    out = output or Path(f"{meta.name}.torrent")
+    out = output or Path(torrent_file_name(meta.name))
     try:
         out.write_bytes(data)
     except OSError as exc:

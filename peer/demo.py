@@ -16,6 +16,7 @@ from pathlib import Path
 
 import click
 
+from common.metainfo import torrent_file_name
 from peer.processes import LocalProcess, sha1_file, stop_all, wait_for_line
 
 SAMPLE = Path(__file__).resolve().parent.parent / "sample_files"
@@ -73,7 +74,7 @@ def run_demo(peers: int = 5, path: Path | None = None, workdir: Path | None = No
         port = wait_for_line(tracker, r"http://127\.0\.0\.1:(\d+)/announce", 20, DemoError).group(1)
         announce = f"http://{HOST}:{port}/announce"
         click.echo(f"demo: tracker at {announce}")
-        torrent = work / f"{src.name}.torrent"
+        torrent = work / torrent_file_name(src.name)
         made = subprocess.run([sys.executable, "-m", "peer", "create", str(src), "--tracker", announce,
                                "-o", str(torrent)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                               stdin=subprocess.DEVNULL, text=True, errors="replace")

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import tempfile
 from pathlib import Path
 from typing import Callable, NamedTuple, Sequence
 
-from common.metainfo import Metainfo, MetainfoError, create_metainfo, load_metainfo, parse_metainfo
+from common.metainfo import (
+    Metainfo, MetainfoError, create_metainfo, load_metainfo, parse_metainfo, torrent_file_name,
+)
 from common.rates import format_bytes
 from peer.client import Client, ClientConfig, daemon_loop_setup, wait_any
 
@@ -49,7 +52,7 @@ async def share(paths: Sequence[str | os.PathLike], trackers: Sequence[str],
     for path in items:
         data = await asyncio.to_thread(create_metainfo, path, list(trackers))
         meta = parse_metainfo(data)
-        torrent_path = out_dir / f"{meta.name}.torrent"
+        torrent_path = out_dir / torrent_file_name(meta.name)
         if not _same_torrent(torrent_path, meta):
             _write_atomically(torrent_path, data)
         await client.add_torrent(meta, path.parent, seed_only=True)
@@ -102,12 +105,16 @@ def _same_torrent(torrent_path: Path, meta: Metainfo) -> bool:
 
 def _write_atomically(path: Path, data: bytes) -> None:
     """A tracker serving this folder never hands out half a .torrent."""
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = None
     try:
-        tmp.write_bytes(data)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".share-", suffix=".tmp")  # (short name)
+        with open(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o644)        # (mkstemp's 0600 would keep a tracker run as another user out)
         os.replace(tmp, path)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
         raise ShareError(f"cannot write {path}: {exc.strerror}") from None
 
 

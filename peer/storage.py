@@ -1,8 +1,8 @@
 """The torrent's files on disk, seen as a row of pieces.
 
 API:
-    storage = Storage(meta, root)      # files live at root/<FileEntry.path> (disk_name of
-                                       # each part: long names cut as libtorrent cuts them)
+    storage = Storage(meta, root)      # files live at root/<FileEntry.disk_path> (names
+                                       # too long for the disk cut, metainfo.disk_name)
     await storage.open(create=True)    # make folders and (sparse, full-size) files
     await storage.verify(on_progress=None) -> set[int]   # pieces on disk whose SHA-1 matches
     storage.store_if_valid(index, data, on_done, keep_cached=True)   # SHA-1 check, then write,
@@ -80,27 +80,6 @@ SPARE_DESCRIPTORS = 32
 #: O_NONBLOCK: a named pipe's open() waits for a writer without it (and nothing stops that
 #: wait, not even shutdown); the file type is checked right after.
 _OPEN_FLAGS = os.O_NONBLOCK | os.O_NOCTTY
-#: Where a long file or folder name is cut: the bytes up to the character that reaches this
-#: many, then its extension. Linux and macOS file systems take 255 bytes a name, but a
-#: torrent made on Windows may name up to 255 UTF-16 units (765 bytes of CJK text). The cut
-#: is libtorrent's, so both make the same names on disk and either can seed what the other
-#: fetched.
-NAME_CUT = 240
-EXTENSION_BYTES = 9             # a dot in a name's last this many bytes starts its extension
-
-
-def disk_name(name: str) -> str:
-    """A torrent's file or folder name as it is stored on disk (see NAME_CUT)."""
-    raw = name.encode("utf-8", "surrogateescape")
-    if len(raw) < NAME_CUT:
-        return name
-    start = end = 0
-    for ch in name:
-        start, end = end, end + len(ch.encode("utf-8", "surrogateescape"))
-        if end >= NAME_CUT:
-            break
-    dot = raw.rfind(b".", max(len(raw) - EXTENSION_BYTES, start + 1))
-    return (raw[:end] + (raw[dot:] if dot >= 0 else b"")).decode("utf-8", "surrogateescape")
 _KINDS = {stat.S_IFIFO: "a named pipe", stat.S_IFDIR: "a folder", stat.S_IFCHR: "a device",
           stat.S_IFBLK: "a device", stat.S_IFSOCK: "a socket"}
 
@@ -160,7 +139,7 @@ class Storage:
                  memory: PieceMemory | None = None) -> None:
         self.meta = meta
         self.root = Path(root)
-        self.paths = [self.root.joinpath(*map(disk_name, f.path)) for f in meta.files]
+        self.paths = [self.root.joinpath(*f.disk_path) for f in meta.files]
         self._starts = [f.offset for f in meta.files]
         self._fds: list[int | None] = []
         self._found: list[int] = []   # per file: bytes past this are surely not data (size at open, grown by writes)
@@ -228,7 +207,6 @@ class Storage:
         self._opened = True
 
     def _open_sync(self, create: bool, read_only: bool) -> tuple[list[int | None], list[int]]:
-        self._check_cut_names()
         if not read_only:
             self._check_paths()
         self._check_descriptors()
@@ -243,17 +221,6 @@ class Storage:
                 except OSError as exc:
                     raise _error(exc, "creating folder", folder) from None
         return self._open_files(create, read_only)
-
-    def _check_cut_names(self) -> None:
-        """Two long names cut to the same one would share a file on disk."""
-        seen: dict[Path, tuple[str, ...]] = {}
-        for path, entry in zip(self.paths, self.meta.files):
-            if entry.pad:
-                continue
-            other = seen.setdefault(path, entry.path)
-            if other != entry.path:
-                raise StorageError(f"{'/'.join(other)!r} and {'/'.join(entry.path)!r} are both "
-                                   f"{path} on disk: names longer than {NAME_CUT} bytes are cut")
 
     def _check_paths(self) -> None:
         """Writes must stay inside root (not for reading: the user named the data to seed)."""

@@ -29,7 +29,7 @@ import aiofiles.threadpool
 from aiohttp import hdrs, web
 from aiohttp.abc import AbstractStreamWriter
 
-from common.metainfo import MetainfoError, load_metainfo
+from common.metainfo import MetainfoError, disk_name, load_metainfo
 from common.rates import TokenBucket, format_bytes
 from common.tracker_proto import (
     TrackerProtocolError, encode_announce_response, encode_compact_announce, encode_failure, encode_scrape_response,
@@ -100,14 +100,18 @@ def _catalog_entry(path: Path) -> CatalogEntry | None:
 
 
 def _inside(root: Path, relative: str) -> Path | None:
-    """root/relative if it is a regular file inside root (no '..' or symlink escapes)."""
-    try:
-        target = (root / relative).resolve()
-    except (OSError, ValueError):
-        return None
-    if not target.is_relative_to(root) or not target.is_file():
-        return None
-    return target
+    """root/relative if it is a regular file inside root (no '..' or symlink escapes). A web
+    seed asks for a file by the torrent's names; one too long for the disk is stored under
+    its cut name (metainfo.disk_name), which is tried next."""
+    cut = "/".join(map(disk_name, relative.split("/")))
+    for candidate in (relative, cut) if cut != relative else (relative,):
+        try:
+            target = (root / candidate).resolve()
+            if target.is_relative_to(root) and target.is_file():
+                return target
+        except (OSError, ValueError):     # (ENAMETOOLONG from is_file too)
+            continue
+    return None
 
 
 class TrackerHttp:

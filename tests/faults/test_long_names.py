@@ -1,39 +1,50 @@
 """File names longer than Linux takes (255 bytes a name): legal in a torrent made on Windows,
-which counts UTF-16 units. They are cut as libtorrent cuts them, so the download works and
-both clients put the data under the same names."""
+which counts UTF-16 units. They are stored cut as libtorrent cuts them, so the download works
+and both clients put the data under the same names; names the disk takes are kept whole."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import subprocess
+import sys
 
+import aiohttp
 import pytest
 
 from common.bencoding import bencode
-from common.metainfo import parse_metainfo
-from peer.storage import Storage, StorageError, disk_name
+from common.metainfo import MetainfoError, disk_name, parse_metainfo, torrent_file_name
+from peer.client import Client, ClientConfig
+from peer.share import share
 from tests.conftest import require_tool
+from tests.faults.conftest import make_file
+from tracker.server import TrackerConfig, start_tracker
 
 PIECE = 16384
 
-# (name in the torrent, name on disk): what libtorrent 2.0 made of each (file_path)
+# (name in the torrent, name on disk): for names over 255 bytes, what libtorrent 2.x makes
 CUTS = [
-    ("a" * 245 + ".mkv", "a" * 240 + ".mkv"),            # cut at 240 bytes, extension kept
+    ("a" * 260 + ".mkv", "a" * 240 + ".mkv"),            # cut at 240 bytes, extension kept
     ("漢" * 100 + ".txt", "漢" * 80 + ".txt"),            # 304 bytes of CJK: whole characters
-    ("f" * 238 + "é" * 3 + ".flac", "f" * 238 + "é" + ".flac"),   # é straddles byte 240
+    ("f" * 238 + "é" * 12 + ".flac", "f" * 238 + "é" + ".flac"),   # é straddles byte 240
     ("b" * 300, "b" * 240),                              # no extension
     ("c" * 250 + ".verylongext", "c" * 240),             # an "extension" past 9 bytes is none
-    ("e" * 239 + ".x", "e" * 239 + "."),                 # the dot is the 240th byte
-    ("d" * 240, "d" * 240),
-    ("short name.txt", "short name.txt"),
+    ("e" * 239 + "." + "x" * 30, "e" * 239 + "."),       # the dot is the 240th byte
+    ("n" * 5000 + ".bin", "n" * 240 + ".bin"),
 ]
+KEPT = ["d" * 255, "g" * 245 + ".mkv", "漢" * 85, "short name.txt"]   # the disk takes these
 
 
 @pytest.mark.parametrize("name, on_disk", CUTS, ids=range(len(CUTS)))
-def test_long_names_are_cut_as_libtorrent_cuts_them(name, on_disk):
+def test_names_too_long_for_the_disk_are_cut_as_libtorrent_cuts_them(name, on_disk):
     assert disk_name(name) == on_disk
     assert disk_name(on_disk) == on_disk      # a cut name stays as it is (seeding it again)
-    assert len(on_disk.encode()) <= 255
+
+
+@pytest.mark.parametrize("name", KEPT, ids=range(len(KEPT)))
+def test_names_the_disk_takes_are_kept_whole(name):
+    """(libtorrent cuts from 240 bytes on; a user's 250-byte file must still be found)"""
+    assert disk_name(name) == name
 
 
 def test_the_cut_is_libtorrents_own():
@@ -92,13 +103,71 @@ async def test_a_torrent_with_long_names_downloads_under_the_cut_names(clients, 
     assert all(len(part.encode()) <= 255 for part in rel)
 
 
-async def test_two_names_cut_to_one_are_refused_before_anything_is_written(tmp_path):
-    first, second = "x" * 250 + "1.bin", "x" * 250 + "2.bin"     # both cut to x*240 + ".bin"
-    meta = parse_metainfo(bencode({"info": torrent_info("pair", [[first], [second]])}))
-    st = Storage(meta, tmp_path)
-    with pytest.raises(StorageError) as err:
-        await st.open()
-    assert str(err.value) == (f"{'pair/' + first!r} and {'pair/' + second!r} are both "
-                              f"{tmp_path / 'pair' / ('x' * 240 + '.bin')} on disk: names longer "
-                              f"than 240 bytes are cut")
-    assert list(tmp_path.iterdir()) == []
+# (files of a torrent "pair" whose names meet on disk once cut, the error's end)
+MEETINGS = [
+    ([["x" * 260 + "1.bin"], ["x" * 260 + "2.bin"]],             # two files, one cut name
+     f"meet at 'pair/{'x' * 240}.bin')"),
+    ([["a" * 240], ["a" * 300, "f.txt"]],                         # a file, and a cut folder
+     f"meet at 'pair/{'a' * 240}')"),
+    ([["g" * 240 + ".mkv"], ["g" * 300 + ".mkv"]],               # a kept name, and a cut one
+     f"meet at 'pair/{'g' * 240}.mkv')"),
+]
+
+
+@pytest.mark.parametrize("files, ending", MEETINGS, ids=range(len(MEETINGS)))
+def test_names_that_meet_once_cut_are_refused_when_the_torrent_is_read(files, ending, tmp_path):
+    raw = bencode({"info": torrent_info("pair", files)})
+    with pytest.raises(MetainfoError, match="once names longer than 255 bytes are cut") as err:
+        parse_metainfo(raw)
+    assert str(err.value).endswith(ending)
+    (tmp_path / "pair.torrent").write_bytes(raw)
+    got = subprocess.run([sys.executable, "-m", "peer", "get", str(tmp_path / "pair.torrent"),
+                          "-o", str(tmp_path / "out"), "--no-seed", "--no-lsd"],
+                         capture_output=True, text=True, timeout=60)
+    assert got.returncode == 2 and got.stderr.count("\n") == 1
+    assert got.stderr.startswith("swarm-peer: error: ") and "Traceback" not in got.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_deep_path_is_measured_as_stored():
+    """14 folders of 300 bytes are 4,224 bytes in the torrent but 3,614 on disk: it fits.
+    Twenty of them do not, even cut."""
+    fits = parse_metainfo(bencode({"info": torrent_info("deep", [["d" * 300] * 14 + ["f.bin"]])}))
+    assert len("/".join(fits.files[0].disk_path).encode()) == 5 + 14 * 241 + 5
+    with pytest.raises(MetainfoError, match="longer than Linux allows"):
+        parse_metainfo(bencode({"info": torrent_info("deep", [["d" * 300] * 20 + ["f.bin"]])}))
+
+
+async def test_a_long_name_can_be_shared_and_its_torrent_file_is_cut(tmp_path):
+    """A 249-byte file name, which the disk takes, is shared: NAME.torrent would be 257
+    bytes, so that name is cut (and share's own temporary file has a short name)."""
+    name = "a" * 245 + ".mkv"
+    make_file(tmp_path / "data" / name, 50_000)
+    client = Client(ClientConfig(host="127.0.0.1", port=0, lsd=False))
+    await client.start()
+    try:
+        [shared] = await share([tmp_path / "data" / name], [], tmp_path / "torrents", client)
+        assert shared.torrent_path == tmp_path / "torrents" / torrent_file_name(name)
+        assert shared.torrent_path.name == "a" * 240 + ".torrent"
+        assert client.torrents[shared.info_hash].complete.is_set()
+        assert [p.name for p in (tmp_path / "torrents").iterdir()] == [shared.torrent_path.name]
+    finally:
+        await client.close()
+
+
+async def test_the_trackers_files_serve_cut_names_by_the_torrents_names(tmp_path):
+    """A web seed asks by the torrent's names; the data sits under the cut ones. A name too
+    long for the disk and not there is a 404, not a 500."""
+    long_folder, long_file = "f" * 300, "長い名前" * 30 + ".bin"
+    stored = tmp_path / disk_name(long_folder) / disk_name(long_file)
+    stored.parent.mkdir()
+    stored.write_bytes(b"the bytes")
+    tracker = await start_tracker(TrackerConfig(host="127.0.0.1", port=0, files_dir=tmp_path))
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"http://{tracker.base_url}/files/{long_folder}/{long_file}") as resp:
+                assert (resp.status, await resp.read()) == (200, b"the bytes")
+            async with http.get(f"http://{tracker.base_url}/files/{long_folder}/{'z' * 300}") as resp:
+                assert resp.status == 404
+    finally:
+        await tracker.close()

@@ -15,16 +15,9 @@ import pytest
 
 import peer.direct_writes
 from peer.direct_writes import SAMPLES
+from common.metainfo import FileEntry as Entry
 from peer.storage import _EXACT_REFCOUNTS, MIN_CACHED, PieceMemory, Span, Storage, StorageError
 from tests.unit.test_direct_writes import direct_io_or_skip
-
-
-@dataclass(frozen=True)
-class Entry:
-    path: tuple[str, ...]
-    length: int
-    offset: int
-    pad: bool = False
 
 
 @dataclass(frozen=True)
