@@ -96,6 +96,8 @@ def disk_name(name: str) -> str:
     up to the character that reaches NAME_CUT, then its extension (libtorrent's cut, which
     libtorrent makes from 240 bytes on; 240-255-byte names are kept whole here, as a user's
     disk holds them)."""
+    if len(name) <= NAME_MAX // 4:      # (4 bytes a character at most: surely short)
+        return name
     raw = name.encode("utf-8", "surrogateescape")
     if len(raw) <= NAME_MAX:
         return name
