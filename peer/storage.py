@@ -240,7 +240,8 @@ class Storage:
     def _check_descriptors(self) -> None:
         """Every file stays open while the torrent runs: past the limit, opening would fail
         at some file with EMFILE, which does not say what to do about it."""
-        files = len(self.paths)
+        pads = sum(entry.pad for entry in self.meta.files)
+        files = len(self.paths) - pads + min(pads, 1)     # (all pads share one /dev/zero)
         needed = _descriptors_in_use() + files + SPARE_DESCRIPTORS
         limit = allow_open_files(needed + files)    # (and an O_DIRECT one each, when writing)
         if limit < needed:
@@ -252,10 +253,13 @@ class Storage:
         fds: list[int | None] = []
         found: list[int] = []
         created: list[int] = []       # files this open made: emptied again if space runs out
+        zeros: int | None = None
         try:
             for path, entry in zip(self.paths, self.meta.files):
                 if entry.pad:   # BEP 47: zeros that no file holds; /dev/zero reads them, drops writes
-                    fds.append(os.open("/dev/zero", os.O_RDWR))
+                    if zeros is None:     # one for all of them (a hybrid torrent pads each file)
+                        zeros = os.open("/dev/zero", os.O_RDWR)
+                    fds.append(zeros)
                     found.append(entry.length)
                     continue
                 try:
@@ -293,9 +297,7 @@ class Storage:
                             os.ftruncate(made, 0)
                         raise _error(exc, "reserving space for", path) from None
         except BaseException:
-            for fd in fds:
-                if fd is not None:
-                    os.close(fd)
+            _close_all(fds)
             raise
         return fds, found
 
@@ -315,9 +317,7 @@ class Storage:
             with self._write_lock:
                 fds, self._fds = self._fds, []
                 self._direct.close()
-            for fd in fds:
-                if fd is not None:
-                    os.close(fd)
+            _close_all(fds)
 
         try:
             await asyncio.to_thread(close_all)
@@ -416,7 +416,8 @@ class Storage:
         """`may_go_direct`: no peer will ask for the piece, so it goes whichever way costs
         less CPU now (WriteCosts); this thread's CPU time for it is the measurement."""
         view = memoryview(data)
-        spans = self.file_spans(index)
+        files = self.meta.files
+        spans = [span for span in self.file_spans(index) if not files[span.file].pad]  # (zeros)
         direct = may_go_direct and self.write_costs.choose_direct()
         cpu_before = time.thread_time()
         # outside the lock: direct writes run in parallel (peer/direct_writes.py)
@@ -653,6 +654,11 @@ def _close_opened(opening: asyncio.Future) -> None:
     """The descriptors of an open that was cancelled while its thread ran."""
     if opening.cancelled() or opening.exception() is not None:
         return
-    for fd in opening.result()[0]:
+    _close_all(opening.result()[0])
+
+
+def _close_all(fds: list[int | None]) -> None:
+    """Each descriptor once (pad files share theirs)."""
+    for fd in dict.fromkeys(fds):
         if fd is not None:
             os.close(fd)

@@ -486,3 +486,31 @@ async def test_new_files_get_their_space_reserved(tmp_path):
     await st.open()
     assert os.stat(tmp_path / "big" / "big.bin").st_blocks * 512 >= len(data)
     await st.close()
+
+
+async def test_pad_files_share_one_descriptor_and_are_never_written(tmp_path):
+    """A hybrid torrent pads every file but the last: 40 pads are one /dev/zero descriptor,
+    not 40, and their zeros are not written anywhere (not even past the page cache)."""
+    direct_io_or_skip(tmp_path)
+    files, data, offset = [], b"", 0
+    for i in range(40):
+        body = os.urandom(PL // 2)
+        files += [Entry(("hybrid", f"f{i}.bin"), len(body), offset),
+                  Entry(("hybrid", ".pad", str(PL // 2)), PL // 2, offset + len(body), pad=True)]
+        data += body + bytes(PL // 2)
+        offset += PL
+    hashes = tuple(hashlib.sha1(data[i:i + PL]).digest() for i in range(0, len(data), PL))
+    meta = Meta("hybrid", PL, tuple(files), hashes, len(data))
+    before = len(os.listdir("/proc/self/fd"))
+    st = Storage(meta, tmp_path)
+    st.write_costs.choose_direct = lambda: True
+    await st.open()
+    assert len(os.listdir("/proc/self/fd")) - before == 40 + 1
+    for index in range(meta.num_pieces):
+        assert await store_if_valid(st, index, bytearray(data[index * PL:(index + 1) * PL]),
+                                    keep_cached=False)
+    assert st.direct_bytes == 40 * PL // 2
+    assert bytes(await st.read_piece(3)) == data[3 * PL:4 * PL]
+    await st.close()
+    assert len(os.listdir("/proc/self/fd")) == before
+    assert sorted(p.name for p in (tmp_path / "hybrid").iterdir()) == sorted(f"f{i}.bin" for i in range(40))
