@@ -40,7 +40,10 @@ MAX_REQUEST = 128 * 1024     # larger requests are refused by all mainstream cli
 # or a generous extended message) plus the 13 bytes of a piece header.
 DEFAULT_MAX_FRAME = (1 << 20) + 13
 RECEIVE_MIN = 32 * 1024      # a connection's receive buffer starts at this size ...
-RECEIVE_MAX = 256 * 1024     # ... and grows up to this while reads keep filling it
+# ... and grows up to this while reads keep filling it. A fast link's reads fill it: at
+# 1 MiB the leecher's loop thread used 1.03 s of CPU per GiB against 1.13 s at 256 KiB
+# (11 alternating runs; a quarter as many reads, each topping up the requests once).
+RECEIVE_MAX = 1024 * 1024
 QUIET_READS = 16             # small reads in a row before it halves again
 
 _HANDSHAKE_PREFIX = bytes([len(PROTOCOL_NAME)]) + PROTOCOL_NAME

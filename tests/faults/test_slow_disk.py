@@ -8,6 +8,7 @@ import asyncio
 import time
 
 import peer.torrent
+from common import wire
 from common.metainfo import create_metainfo, parse_metainfo
 from peer.storage import Storage
 from tests.faults.conftest import make_file
@@ -47,7 +48,7 @@ async def test_a_slow_disk_pauses_reading_and_bounds_the_pieces_waiting(clients,
     assert (tmp_path / "leech" / "data.bin").read_bytes() == data
     assert any(paused) and not lt.disk_busy
     # the limit, plus what the two receive buffers already held when reading stopped
-    assert max(waiting) <= lt.unwritten_max + 2 * 256 * 1024 // PIECE, waiting
+    assert max(waiting) <= lt.unwritten_max + 2 * wire.RECEIVE_MAX // PIECE, waiting
 
 
 async def test_a_slow_disk_also_holds_back_a_web_seed(clients, tmp_path, monkeypatch):

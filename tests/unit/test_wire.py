@@ -219,7 +219,7 @@ def _read_into(decoder: WireDecoder, data: bytes) -> tuple[list, int]:
 
 
 def test_socket_reads_land_in_the_decoder_buffer_and_blocks_are_views_of_it():
-    data = b"".join(encode(Piece(3, i * BLOCK_SIZE, bytes([i]) * BLOCK_SIZE)) for i in range(40))
+    data = b"".join(encode(Piece(3, i * BLOCK_SIZE, bytes([i]) * BLOCK_SIZE)) for i in range(160))
     decoder = WireDecoder(handshake=False)
     got, pos, sizes = [], 0, []
     while pos < len(data):
@@ -229,22 +229,22 @@ def test_socket_reads_land_in_the_decoder_buffer_and_blocks_are_views_of_it():
         assert all(type(m.block) is memoryview for m in msgs)
         got += [(m.index, m.begin, bytes(m.block)) for m in msgs]
         pos += n
-    assert got == [(3, i * BLOCK_SIZE, bytes([i]) * BLOCK_SIZE) for i in range(40)]
+    assert got == [(3, i * BLOCK_SIZE, bytes([i]) * BLOCK_SIZE) for i in range(160)]
     assert decoder.buffered == 0
-    # reads that fill the buffer double it, from 32 KiB up to 256 KiB and no further
+    # reads that fill the buffer double it, from 32 KiB up to RECEIVE_MAX and no further
     assert WireDecoder().capacity == wire.RECEIVE_MIN and max(sizes) == wire.RECEIVE_MAX
 
 
 def test_a_connection_that_goes_quiet_gives_its_buffer_back():
     decoder = WireDecoder(handshake=False)
-    fast = b"".join(encode(Piece(3, i * BLOCK_SIZE, b"f" * BLOCK_SIZE)) for i in range(40))
+    fast = b"".join(encode(Piece(3, i * BLOCK_SIZE, b"f" * BLOCK_SIZE)) for i in range(160))
     pos = 0
     while pos < len(fast):                   # reads that fill the buffer: it doubles to the cap
         _, n = _read_into(decoder, fast[pos:])
         pos += n
     assert decoder.capacity == wire.RECEIVE_MAX
     capacities = []
-    for i in range(4 * wire.QUIET_READS):    # then a Have now and then: it halves back
+    for i in range(6 * wire.QUIET_READS):    # then a Have now and then: it halves back
         assert _read_into(decoder, encode(Have(i)))[0] == [Have(i)]
         capacities.append(decoder.capacity)
     assert capacities[-1] == wire.RECEIVE_MIN
@@ -254,7 +254,7 @@ def test_a_connection_that_goes_quiet_gives_its_buffer_back():
 
 def test_a_frame_bigger_than_the_buffer_grows_it_then_it_shrinks_back():
     decoder = WireDecoder(handshake=False)
-    bits = b"\xaa" * (600 * 1024)
+    bits = b"\xaa" * (1 << 20)               # (the largest frame: past RECEIVE_MAX)
     data = encode(Bitfield(bits)) + encode(Have(7))
     got, pos = [], 0
     while pos < len(data):
