@@ -39,7 +39,7 @@ from pathlib import Path
 import click
 
 from common.bencoding import bdecode, bencode
-from common.metainfo import MetainfoError, create_metainfo
+from common.metainfo import MetainfoError, create_metainfo, torrent_file_name
 from common.rates import format_bytes, format_rate
 from peer.processes import LocalProcess, sha1_file, stop_all, wait_for_line
 
@@ -181,7 +181,7 @@ def run_once(mode: str, n: int, source: Path, caps: Capacities, work: Path, time
         procs.append(tracker)
         port = int(_wait_line(tracker, r"http://127\.0\.0\.1:(\d+)/announce", 30).group(1))
         base = f"http://{HOST}:{port}"
-        torrent = work / f"{source.name}.torrent"
+        torrent = work / torrent_file_name(source.name)
         torrent.write_bytes(_for_run(template, base))
         if mode != "central":
             seed = LocalProcess("seed", ["-m", "peer", "seed", str(torrent), str(source), "--host", HOST,

@@ -311,15 +311,6 @@ class PiecePicker:
         if p.free:
             self._with_free[index] = None
 
-    def _request(self, peer: Peer, index: int, p: _Partial, n: int) -> None:
-        if p.state[n] == FREE:
-            p.state[n] = REQUESTED
-            p.free -= 1
-            if not p.free:
-                self._with_free.pop(index, None)
-        p.requesters.setdefault(n, []).append(peer)
-        self._inflight[peer].setdefault(index, set()).add(n)
-
     def _choose_new(self, bits: bytearray) -> int | None:
         """An unstarted piece the peer has: random early on, then rarest first."""
         rng = self.rng
@@ -357,8 +348,9 @@ class PiecePicker:
                 for n, peers in list(p.requesters.items()):
                     if len(out) >= max_blocks:
                         return
-                    if len(peers) == copies and n not in asked:
-                        self._request(peer, index, p, n)
+                    if len(peers) == copies and n not in asked:   # (REQUESTED: in flight)
+                        peers.append(peer)
+                        mine.setdefault(index, set()).add(n)
                         out.append(self._block(index, n))
 
     # -- blocks coming back --------------------------------------------------------------

@@ -85,12 +85,16 @@ def _check_outside(items: list[Path], out_dir: Path) -> None:
 
 
 def _check_names(items: list[Path]) -> None:
-    """Each torrent is published as NAME.torrent, so two items may not share a name."""
+    """Each torrent is published as NAME.torrent (cut if too long), so two items may not
+    share that name."""
     seen: dict[str, Path] = {}
     for path in items:
-        if path.name in seen:
-            raise ShareError(f"{seen[path.name]} and {path} are both named {path.name!r}; rename one")
-        seen[path.name] = path
+        published = torrent_file_name(path.name)
+        if published in seen:
+            other = seen[published]
+            same = f"named {path.name!r}" if other.name == path.name else f"published as {published!r}"
+            raise ShareError(f"{other} and {path} are both {same}; rename one")
+        seen[published] = path
 
 
 def _same_torrent(torrent_path: Path, meta: Metainfo) -> bool:

@@ -390,7 +390,7 @@ class Torrent:
             if not self.is_seed:
                 return False
             guard = self._first_copy = FirstCopy(self.meta.num_pieces)
-        known = max(self.picker.pieces_of(conn), conn.upload.total // self.meta.piece_length)
+        known = max(self.picker.pieces_of(conn), conn.upload.total // self.piece_length)
         lacking = self.num_pieces - known
         exempt = not conn.fast or lacking <= max(1, self.num_pieces // 64)
         return guard.refuse(conn, index, begin, self.loop.time(), exempt=exempt)

@@ -15,7 +15,7 @@ import pytest
 from common.bencoding import bencode
 from common.metainfo import MetainfoError, disk_name, parse_metainfo, torrent_file_name
 from peer.client import Client, ClientConfig
-from peer.share import share
+from peer.share import ShareError, share
 from tests.conftest import require_tool
 from tests.faults.conftest import make_file
 from tracker.server import TrackerConfig, start_tracker
@@ -171,3 +171,20 @@ async def test_the_trackers_files_serve_cut_names_by_the_torrents_names(tmp_path
                 assert resp.status == 404
     finally:
         await tracker.close()
+
+
+async def test_two_items_whose_torrent_files_would_be_cut_to_one_name_are_not_shared(tmp_path):
+    first, second = "a" * 246 + "1.mkv", "a" * 246 + "2.mkv"    # both a*240 + ".torrent"
+    for name in (first, second):
+        make_file(tmp_path / "data" / name, 1000)
+    client = Client(ClientConfig(host="127.0.0.1", port=0, lsd=False))
+    await client.start()
+    try:
+        with pytest.raises(ShareError) as err:
+            await share([tmp_path / "data" / first, tmp_path / "data" / second], [],
+                        tmp_path / "torrents", client)
+        assert str(err.value) == (f"{tmp_path / 'data' / first} and {tmp_path / 'data' / second} "
+                                  f"are both published as {'a' * 240 + '.torrent'!r}; rename one")
+        assert not (tmp_path / "torrents").exists()
+    finally:
+        await client.close()
